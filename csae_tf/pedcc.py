@@ -1,0 +1,227 @@
+"""Predefined evenly-distributed class centroids (PEDCC).
+
+The centroids are fixed points on the sphere of radius sqrt(d), one per class, placed as far
+apart as possible. Three layouts are offered:
+
+- ``simplex``: the exact regular simplex (pairwise cosine -1/(n-1), the best possible for
+  n <= d + 1), randomly rotated by the seed.
+- ``repulsion``: the paper's charge-repulsion dynamics (Zhu & Zhang 2019, Algorithm 1),
+  vectorised: the force on every point comes from one Gram matrix, never an n x n x d tensor.
+- ``packing``: projected gradient descent on a soft maximum of the pairwise cosines, for
+  n > d + 1 where no closed form exists (the Tammes problem); it is what ``auto`` uses there.
+
+``python -m csae_tf.pedcc --classes 10 --latent-dim 40`` prints the quality report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+
+METHODS = ("auto", "simplex", "repulsion", "packing", "cross-polytope")
+_CHUNK = 1024  # rows of the Gram matrix held at once: memory is O(chunk * n), not O(n^2 d)
+
+
+def generate(
+    num_classes: int,
+    latent_dim: int,
+    *,
+    method: str = "auto",
+    seed: int = 0,
+    iterations: int | None = None,
+    step_size: float = 0.01,
+    epsilon: float = 0.01,
+) -> np.ndarray:
+    """Return `num_classes` centroids in `latent_dim` dimensions, float32, each of norm sqrt(d).
+
+    `method="auto"` takes the exact simplex when n <= d + 1 and the packing solver otherwise.
+    `iterations`, `step_size` and `epsilon` tune the iterative methods (the paper's repulsion
+    uses 200 iterations, step 0.01 and distance floor 0.01). Same arguments, same array, bit for bit.
+    """
+    n, d = _check(num_classes, latent_dim, method)
+    if method == "auto":
+        method = "simplex" if n <= d + 1 else "packing"
+    rng = np.random.default_rng(seed)
+    if method == "simplex":
+        if n > d + 1:
+            raise ValueError(
+                f"a regular simplex of {n} points needs latent_dim >= {n - 1} (got {d}); "
+                "use method='auto' or 'packing'"
+            )
+        unit = _simplex(n, d, rng)
+    elif method == "cross-polytope":
+        if n > 2 * d:
+            raise ValueError(f"a cross-polytope holds at most 2 * latent_dim = {2 * d} points (got {n})")
+        unit = _cross_polytope(n, d, rng)
+    elif method == "repulsion":
+        unit = _repulsion(n, d, rng, iterations or 200, step_size, epsilon)
+    else:
+        unit = _packing(n, d, rng, iterations)
+    return (unit * math.sqrt(d)).astype(np.float32)
+
+
+def quality(centroids: np.ndarray) -> dict:
+    """Separation of a set of centroids: min distance and max cosine, with the best attainable bound.
+
+    Distances are reported on the unit sphere (divide the centroids by their norms) so that
+    they compare across dimensions; the simplex bound -1/(n-1) is the lowest possible max
+    cosine when n <= d + 1, and Rankin's bound 0 holds for n >= d + 2 (reached for n <= 2d).
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    n, d = c.shape
+    unit = c / np.linalg.norm(c, axis=1, keepdims=True)
+    max_cos = -1.0 if n == 1 else _max_cosine(unit)
+    if n <= d + 1:
+        bound, source = (-1.0 / (n - 1) if n > 1 else -1.0), "regular simplex, -1/(n-1)"
+    elif n <= 2 * d:
+        bound, source = 0.0, "Rankin (1955): n >= d+2 forces a cosine >= 0; the cross-polytope reaches 0"
+    else:
+        bound, source = 0.0, "Rankin (1955): n >= d+2 forces a cosine >= 0 (not reachable for n > 2d)"
+    return {
+        "num_classes": n,
+        "latent_dim": d,
+        "norm": float(np.linalg.norm(c, axis=1).mean()),
+        "max_cosine": float(max_cos),
+        "min_angle_degrees": float(np.degrees(np.arccos(np.clip(max_cos, -1.0, 1.0)))),
+        "min_distance_unit": float(math.sqrt(max(0.0, 2.0 - 2.0 * max_cos))),
+        "simplex_bound": float(-1.0 / (n - 1)) if n > 1 else -1.0,
+        "best_max_cosine_bound": bound,
+        "bound_source": source,
+        "gap_to_bound": float(max_cos - bound),
+    }
+
+
+def _check(n: int, d: int, method: str) -> tuple[int, int]:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"num_classes must be an integer >= 1 (got {n!r})")
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"latent_dim must be an integer >= 1 (got {d!r})")
+    if method not in METHODS:
+        raise ValueError(f"unknown PEDCC method {method!r}; choose one of {', '.join(METHODS)}")
+    return int(n), int(d)
+
+
+def _normalise(u: np.ndarray) -> np.ndarray:
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+def _random_frame(d: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A random d x k matrix with orthonormal columns (k <= d)."""
+    q, r = np.linalg.qr(rng.standard_normal((d, k)))
+    return q * np.sign(np.diag(r))  # sign fix makes the rotation Haar-distributed
+
+
+def _simplex(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    if n == 1:
+        return _normalise(rng.standard_normal((1, d)))
+    # The centred basis vectors of R^n form a regular simplex in the (n-1)-dim subspace
+    # orthogonal to (1, ..., 1); express them in a basis of it, then rotate into R^d.
+    centred = np.eye(n) - 1.0 / n
+    basis, _ = np.linalg.qr(centred[:, : n - 1])
+    coords = _normalise(centred @ basis)
+    return coords @ _random_frame(d, n - 1, rng).T
+
+
+def _cross_polytope(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    k = (n + 1) // 2
+    frame = _random_frame(d, k, rng).T
+    return np.concatenate([frame, -frame])[:n] if n > 1 else frame[:1]
+
+
+def _gram_rows(u: np.ndarray):
+    """Yield (start, rows of u @ u.T with the diagonal masked to -2), chunk by chunk."""
+    n = len(u)
+    for start in range(0, n, _CHUNK):
+        block = u[start : start + _CHUNK] @ u.T
+        rows = np.arange(len(block))
+        block[rows, rows + start] = -2.0
+        yield start, block
+
+
+def _max_cosine(unit: np.ndarray) -> float:
+    return max(float(block.max()) for _, block in _gram_rows(unit))
+
+
+def _repulsion(n, d, rng, iterations, step_size, epsilon) -> np.ndarray:
+    """The paper's dynamics: inverse-square repulsion, tangent force, u += v then v += lambda f_t."""
+    u = _normalise(rng.standard_normal((n, d)))
+    v = np.zeros_like(u)
+    sq = np.ones(n)
+    for _ in range(iterations):
+        force = np.empty_like(u)
+        for start, gram in _gram_rows(u):
+            rows = slice(start, start + len(gram))
+            dist2 = sq[rows, None] + sq[None, :] - 2.0 * gram
+            w = np.maximum(np.sqrt(np.maximum(dist2, 0.0)), epsilon) ** -3
+            w[np.arange(len(gram)), np.arange(len(gram)) + start] = 0.0
+            # sum_j (u_i - u_j) w_ij = u_i * sum_j w_ij - (W u)_i : no n x n x d tensor.
+            force[rows] = u[rows] * w.sum(axis=1, keepdims=True) - w @ u
+        tangent = force - np.sum(u * force, axis=1, keepdims=True) * u
+        u = _normalise(u + v)
+        v = v + step_size * tangent
+        sq = np.sum(u * u, axis=1)
+    return u
+
+
+def _packing(n, d, rng, iterations) -> np.ndarray:
+    """Minimise a soft maximum of the pairwise cosines by projected momentum descent.
+
+    The temperature of the soft maximum rises and the step falls linearly over the
+    iterations; the best configuration seen is returned. Each step costs two chunked
+    (n x n x d) matrix products in float32.
+    """
+    if iterations is None:
+        iterations = 2000 if n * n * d <= 5e7 else 600
+    u = _normalise(rng.standard_normal((n, d))).astype(np.float32)
+    momentum = np.zeros_like(u)
+    best, best_cos, ref = u, np.inf, 1.0
+    for k in range(iterations):
+        temperature = np.float32(10.0 + 200.0 * k / iterations)
+        grad = np.empty_like(u)
+        current = -2.0
+        for start, gram in _gram_rows(u):
+            current = max(current, float(gram.max()))
+            weight = np.exp(np.minimum(temperature * (gram - np.float32(ref)), np.float32(50.0)))
+            grad[start : start + len(gram)] = weight @ u
+        ref = current
+        if current < best_cos:
+            best, best_cos = u, current
+        grad -= np.sum(u * grad, axis=1, keepdims=True) * u
+        momentum = np.float32(0.9) * momentum + grad * np.float32(math.sqrt(n) / (np.linalg.norm(grad) + 1e-30))
+        step = np.float32(0.05 * (1.0 - k / iterations) / math.sqrt(n))
+        u = _normalise(u - step * momentum)
+    return best.astype(np.float64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m csae_tf.pedcc", description="Generate PEDCC class centroids and report their separation."
+    )
+    parser.add_argument("--classes", type=int, required=True, help="number of classes n")
+    parser.add_argument("--latent-dim", type=int, required=True, help="latent dimension d")
+    parser.add_argument("--method", default="auto", choices=METHODS, help="layout (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=None, help="iterations of the iterative methods")
+    parser.add_argument("--output", default=None, help="save the (n, d) float32 centroids to this .npy file")
+    args = parser.parse_args(argv)
+    try:
+        centroids = generate(args.classes, args.latent_dim, method=args.method, seed=args.seed,
+                             iterations=args.iterations)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = quality(centroids)
+    report["method"] = args.method
+    if args.output:
+        np.save(args.output, centroids)
+        report["output"] = args.output
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
