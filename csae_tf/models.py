@@ -18,17 +18,22 @@ METRIC_NAMES = ("loss", "loss1", "loss2", "loss3", "accuracy")
 _FULL_COVARIANCE_LIMIT = 1 << 24  # n * d * d values above which generation keeps a diagonal covariance
 
 
+def conv_trunk(x, sync_bn: bool = False):
+    """The CSAE-C trunk on a tensor: conv3x3(16, valid) -> BN -> ReLU -> 3 residual blocks (64 x H/8 x W/8)."""
+    x = keras.layers.Conv2D(16, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
+                            name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(synchronized=sync_bn, momentum=BN_MOMENTUM, name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for i, filters in enumerate((32, 64, 64)):
+        x = ResidualBlock(filters, strides=2, sync_bn=sync_bn, name=f"res{i + 1}")(x)
+    return x
+
+
 def build_encoder(arch: str, image_shape: tuple, latent_dim: int, sync_bn: bool = False) -> keras.Model:
     """CSAE-C: conv3x3(16, valid) -> BN -> ReLU -> 3 residual blocks -> dense d; CSAE-L: 784 -> 400 -> d."""
     inputs = keras.Input(image_shape, name="images")
     if arch == "conv":
-        x = keras.layers.Conv2D(16, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
-                                name="stem_conv")(inputs)
-        x = keras.layers.BatchNormalization(synchronized=sync_bn, momentum=BN_MOMENTUM, name="stem_bn")(x)
-        x = keras.layers.ReLU(name="stem_relu")(x)
-        for i, filters in enumerate((32, 64, 64)):
-            x = ResidualBlock(filters, strides=2, sync_bn=sync_bn, name=f"res{i + 1}")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Flatten(name="flatten")(conv_trunk(inputs, sync_bn))
     else:
         x = keras.layers.Flatten(name="flatten")(inputs)
         x = keras.layers.Dense(400, activation="relu", name="hidden")(x)
