@@ -1,0 +1,93 @@
+"""Open a finished run directory (config, model) and feed it images: shared by `csae_tf.evaluate`,
+`csae_tf.generate` and `csae_tf.extrapolate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from csae_tf import data
+from csae_tf.config import ConfigError, FitConfig
+
+
+class RunDirError(RuntimeError):
+    """The run directory or the images given cannot be used; the message says why."""
+
+
+def load_run(run_dir: str | Path):
+    """(FitConfig, CSAE) of a finished run directory."""
+    import keras
+
+    import csae_tf  # noqa: F401  (registers the Keras classes)
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"run directory {run} does not exist")
+    try:
+        cfg = FitConfig.load(run / "config.json")
+    except ConfigError as err:
+        raise RunDirError(f"{run} is not a csae_tf run directory: {err}") from None
+    if not (run / "model.keras").exists():
+        raise RunDirError(f"{run} has no model.keras: its training has not finished (rerun python -m csae_tf.fit "
+                          f"with --output {run} to finish it)")
+    model = keras.models.load_model(run / "model.keras")
+    return cfg, model
+
+
+def check_images(images: np.ndarray, model, what: str) -> np.ndarray:
+    """Accept (N, h, w) or (N, h, w, C) images in 0..255 that pad to the model's input; return (N, h, w, C) uint8."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    want = tuple(model.image_shape)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise RunDirError(f"{what}: expected images shaped (N, H, W) or (N, H, W, C), got {images.shape}")
+    padded = data.padded_shape(tuple(images.shape[1:]), model.arch)
+    if padded != want or images.shape[1] > want[0] or images.shape[2] > want[1]:
+        raise RunDirError(f"{what}: images of shape {tuple(images.shape[1:])} do not fit the model's input {want} "
+                          f"(the model pads its training images to {want})")
+    if not np.issubdtype(images.dtype, np.integer):
+        if np.nanmin(images) < 0 or np.nanmax(images) > 255:
+            raise RunDirError(f"{what}: pixel values must lie in 0..255")
+        images = np.round(images)
+    elif images.min() < 0 or images.max() > 255:
+        raise RunDirError(f"{what}: pixel values must lie in 0..255")
+    return images.astype(np.uint8)
+
+
+def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = None, data_dir: str | None = None,
+                  manual_dir: str | None = None, limit: int | None = None, classes=None):
+    """(uint8 images (N, h, w, C), labels (N,), DatasetInfo) of a TFDS split, by default the run's own dataset."""
+    name = dataset or cfg.dataset
+    own = name == cfg.dataset
+    builder = data.prepare(name, data_dir or cfg.data_dir, manual_dir or (cfg.manual_dir if own else None))
+    info = data.describe(builder, cfg.arch)
+    images, labels = data.as_numpy(data.load_split(builder, split, limit=limit, classes=classes).batch(2000))
+    return images, labels.astype(np.int64), info
+
+
+def to_input(model, images: np.ndarray):
+    return data.to_model_input(images, tuple(model.image_shape))
+
+
+def encode_and_reconstruct(model, images: np.ndarray, batch: int = 500):
+    """Latent codes, reconstructions (model scale) and per-image Loss2 (pixel MSE, model scale) of uint8 images."""
+    from csae_tf import losses
+
+    zs, recs, errors = [], [], []
+    for start in range(0, len(images), batch):
+        x = to_input(model, images[start:start + batch])
+        z = model.encode(x)
+        rec = model.decoder(z, training=False)
+        zs.append(np.asarray(z))
+        recs.append(np.asarray(rec))
+        errors.append(np.asarray(losses.reconstruction_loss(rec, x)))
+    return np.concatenate(zs), np.concatenate(recs), np.concatenate(errors)
+
+
+def first_of_each_class(labels: np.ndarray, classes, per_class: int = 1) -> np.ndarray:
+    """Indices of the first `per_class` examples of each class in `classes` that occurs in `labels`."""
+    picks = [np.flatnonzero(labels == c)[:per_class] for c in classes]
+    return np.concatenate([p for p in picks if len(p)]).astype(int) if picks else np.zeros(0, int)
