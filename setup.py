@@ -24,7 +24,7 @@ setup(
         f"{TENSORFLOW}>=2.21,<2.22",
         "keras>=3.15",
         "tensorflow-datasets>=4.9.10",
-        "keras-tuner>=1.4.8",
+        "keras-tuner[bayesian]>=1.4.8",  # [bayesian]: scipy, for --tuner bayesian
         "tensorboard>=2.21",
         "numpy>=1.26",
         "importlib_resources",  # TFDS 4.9.10 imports it on Python 3.11 without declaring it
