@@ -24,8 +24,7 @@ setup(
         f"{TENSORFLOW}>=2.21,<2.22",
         "keras>=3.15",
         "tensorflow-datasets>=4.9.10",
-        "keras-tuner>=1.4.8",
-        "scipy>=1.11",  # KerasTuner's BayesianOptimization (python -m tuning.search --tuner bayesian)
+        "keras-tuner[bayesian]>=1.4.8",  # [bayesian]: scipy + scikit-learn, for tuning.search --tuner bayesian
         "tensorboard>=2.21",
         "numpy>=1.26",
         "importlib_resources",  # TFDS 4.9.10 imports it on Python 3.11 without declaring it
