@@ -1,0 +1,168 @@
+"""Search β, λ1, λ2 (and optionally the learning rate) with KerasTuner:
+``python -m tuning.search --dataset mnist --epochs 3 --max-trials 12 --objective balanced``.
+
+Takes every data/model flag of ``python -m csae_tf.fit`` (one FitConfig, one set of defaults) plus the search's
+own: the tuner, the objective, the bounds of the space. Writes to ``<directory>/<project-name>/``: KerasTuner's
+state (one `trial_*` folder per trial), `logs/` (TensorBoard, one run per trial with its hparams), `trials.csv`
+and `best.json`. Rerunning the same command continues an interrupted search; finished trials are not run again.
+
+Distributed: set KERASTUNER_TUNER_ID (``chief`` for the oracle process, any other id for a worker),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT, and start the same command on every machine. The chief serves
+the oracle and writes the report; each worker runs trials until the oracle has no more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import keras
+
+from csae_tf import data
+from csae_tf.config import ConfigError, FitConfig, add_config_arguments, config_from_args
+from csae_tf.data import DataError
+from csae_tf.distribute import make_strategy
+from tuning.space import DEFAULT_BOUNDS, OBJECTIVES, TUNERS, Bound, SearchError, SearchSettings
+
+# FitConfig fields a search does not take from the command line: the tuned ones, and fit-only outputs.
+SKIPPED_FIELDS = ("beta", "lambda1", "lambda2", "output", "save_freq", "image_every")
+# Fields that may differ when a search is resumed, or between the chief and the workers.
+RUNTIME_FIELDS = ("verbose", "data_dir", "manual_dir", "logdir", "strategy", "devices")
+DEFAULTS = SearchSettings()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning.search",
+        description="KerasTuner search of the CSAE's noise level beta and loss weights lambda1, lambda2.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    search = parser.add_argument_group("search")
+    search.add_argument("--tuner", default=DEFAULTS.tuner, help=f"one of {', '.join(TUNERS)}")
+    search.add_argument("--objective", default=DEFAULTS.objective,
+                        help=f"one of {', '.join(f'{k} ({v})' for k, v in OBJECTIVES.items())}; "
+                             "balanced = val_accuracy - balance_weight * val_loss2")
+    search.add_argument("--balance-weight", type=float, default=DEFAULTS.balance_weight,
+                        help="weight of val_loss2 (pixel MSE in [-1, 1] scale) in the balanced objective")
+    search.add_argument("--max-trials", type=int, default=DEFAULTS.max_trials,
+                        help="trials in all (random, bayesian); hyperband sizes itself from --epochs")
+    search.add_argument("--hyperband-factor", type=int, default=DEFAULTS.hyperband_factor,
+                        help="hyperband's reduction factor")
+    search.add_argument("--directory", default=DEFAULTS.directory, help="folder of search projects")
+    search.add_argument("--project-name", default=DEFAULTS.project_name, help="this search's folder in --directory")
+    search.add_argument("--overwrite", action="store_true", help="delete the project and start the search over")
+    space = parser.add_argument_group("search space (--X-min equal to --X-max fixes X)")
+    for bound in DEFAULT_BOUNDS.values():
+        flag = bound.name.replace("_", "-")
+        scale = "log" if bound.log else "linear"
+        space.add_argument(f"--{flag}-min", type=float, default=bound.low,
+                           help=f"lower bound of {bound.name} ({scale})")
+        space.add_argument(f"--{flag}-max", type=float, default=bound.high, help=f"upper bound of {bound.name}")
+    space.add_argument("--tune-lr", action="store_true", help="also tune the learning rate (else --lr is used)")
+    add_config_arguments(parser, FitConfig, skip=SKIPPED_FIELDS)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    names = ["beta", "lambda1", "lambda2"] + (["lr"] if args.tune_lr else [])
+    bounds = tuple(Bound(n, getattr(args, f"{n}_min"), getattr(args, f"{n}_max"), DEFAULT_BOUNDS[n].log)
+                   for n in names)
+    return SearchSettings(tuner=args.tuner, objective=args.objective, max_trials=args.max_trials,
+                          directory=args.directory, project_name=args.project_name,
+                          balance_weight=args.balance_weight, tune_lr=args.tune_lr,
+                          hyperband_factor=args.hyperband_factor, bounds=bounds).validate()
+
+
+def distributed_role() -> str | None:
+    """None when searching alone, else 'chief' or 'worker' from KerasTuner's environment variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    missing = [v for v in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(v)]
+    if missing:
+        raise SearchError(f"KERASTUNER_ORACLE_IP is set but {' and '.join(missing)} is not: set all three "
+                          "(KERASTUNER_TUNER_ID=chief for the oracle, another id for each worker)")
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def check_project(project_dir: Path, cfg: FitConfig, settings: SearchSettings) -> None:
+    """A resumed search (or a worker) must search the same space with the same configuration."""
+    current = {"config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS},
+               "search": {k: v for k, v in settings.to_dict().items() if k not in ("max_trials", "directory")}}
+    current = json.loads(json.dumps(current))  # tuples -> lists, as read back
+    path = project_dir / "search.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted([f"config.{k}" for k in current["config"] if saved["config"].get(k) != current["config"][k]]
+                         + [k for k in current["search"] if saved["search"].get(k) != current["search"][k]])
+        if changed:
+            raise SearchError(f"{project_dir} holds a search with other settings ({', '.join(changed)}); "
+                              "pass --overwrite to start over or choose another --project-name")
+        return
+    project_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"search.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(current, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(cfg: FitConfig, settings: SearchSettings, overwrite: bool = False) -> dict:
+    """Run (or continue, or join) the search; return a summary of what this process did."""
+    from tuning.hypermodel import CSAEHyperModel
+    from tuning.report import write_report
+    from tuning.tuners import build_tuner
+
+    role = distributed_role()
+    if cfg.strategy == "multi-worker":
+        raise SearchError("--strategy multi-worker is not supported within a trial: spread trials over machines "
+                          "with KerasTuner's chief/worker mode instead (KERASTUNER_* variables)")
+    project_dir = Path(settings.directory) / settings.project_name
+    if overwrite and role != "worker" and project_dir.exists():
+        shutil.rmtree(project_dir)
+    check_project(project_dir, cfg, settings)
+
+    strategy = make_strategy(cfg)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ConfigError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {replicas} replicas")
+    train, test, info = data.load_datasets(cfg)
+    steps_per_epoch = info.num_train // cfg.batch_size
+    hypermodel = CSAEHyperModel(cfg, settings, info.num_classes, info.image_shape, steps_per_epoch)
+    tuner = build_tuner(cfg, settings, hypermodel, strategy if type(strategy).__name__ == "MirroredStrategy" else None)
+    space = ", ".join(f"{b.name} in [{b.low:g}, {b.high:g}]{' log' if b.log else ''}" for b in settings.bounds)
+    print(f"{info.name}: {info.num_train} train / {info.num_test} test images; {settings.tuner} search of {space}; "
+          f"objective {settings.objective} ({settings.direction}); {cfg.epochs} epoch(s) per trial; "
+          f"{type(strategy).__name__} with {replicas} replica(s) per trial; role {role or 'local'} "
+          f"(tuner id {tuner.tuner_id}); project {project_dir}", flush=True)
+
+    logdir = cfg.logdir or str(project_dir / "logs")
+    # The class must be named TensorBoard: KerasTuner redirects it per trial and adds the hparams session.
+    tensorboard = keras.callbacks.TensorBoard(log_dir=logdir, histogram_freq=0, write_graph=False, profile_batch=0)
+    tuner.search(train, validation_data=test, callbacks=[tensorboard], verbose=cfg.verbose)
+    ran = list(getattr(tuner, "ran_trials", []))
+    print(f"{tuner.tuner_id} ran {len(ran)} trial(s): {', '.join(ran) or '-'}", flush=True)
+    if role == "worker":
+        return {"role": role, "ran": ran}
+    summary = write_report(tuner.oracle, cfg, settings, project_dir)
+    return {"role": role or "local", "ran": ran, **summary}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        cfg = config_from_args(args)
+        run(cfg, settings, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue the search", file=sys.stderr)
+        return 130
+    except (ConfigError, SearchError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
