@@ -1,0 +1,65 @@
+"""What every comparison system offers: training on (images, labels) batches, labels, reconstructions.
+
+The systems differ in how they learn (one loss, several stages, a closed-form classifier), so each
+one says how it is trained through `train`; `compare` only calls `train`, `predict_labels` and
+`reconstruct` and reads `classifies` / `reconstructs` to know which columns it fills.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class Baseline:
+    """Mixin for the comparison systems (used as `class X(Baseline, keras.Model)`).
+
+    Images are float32 (B, H, W, C) in [-1, 1], labels int32 (B,), as `csae_tf.data` yields them.
+    `reconstruct` returns images on that same [-1, 1] scale.
+    """
+
+    classifies: bool = True
+    reconstructs: bool = True
+
+    def default_optimizer(self) -> keras.optimizers.Optimizer:
+        """The optimizer of the system's own paper, used when `train` finds the model uncompiled."""
+        return keras.optimizers.Adam(1e-3)
+
+    def train(self, dataset, epochs: int, verbose: int = 0) -> dict:
+        """Train for `epochs` passes over `dataset`; returns the history of the last stage."""
+        if not self.compiled:
+            self.compile(optimizer=self.default_optimizer())
+        return self.fit(dataset, epochs=epochs, verbose=verbose).history
+
+    def predict_labels(self, images) -> tf.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not classify")
+
+    def reconstruct(self, images, labels=None) -> tf.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
+
+
+def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=None, weight_decay: float = 0.0):
+    """One optimizer step on `loss` (already divided by the global batch), with coupled L2 decay as in CSAE."""
+    variables = model.trainable_variables if variables is None else variables
+    grads = tape.gradient(loss, variables)
+    if weight_decay:
+        decay = weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = [g + decay * v for g, v in zip(grads, variables)]
+    model.optimizer.apply_gradients(zip(grads, variables))
+
+
+def update(trackers: dict, values: dict) -> dict:
+    """Feed per-example (or scalar) values to their `keras.metrics.Mean` trackers; return the results."""
+    for name, tracker in trackers.items():
+        tracker.update_state(values[name])
+    return {name: tracker.result() for name, tracker in trackers.items()}
+
+
+def to_unit(images):
+    """[-1, 1] images -> [0, 1] (the scale of the sigmoid-output systems)."""
+    return (images + 1.0) * 0.5
+
+
+def from_unit(images):
+    """[0, 1] -> [-1, 1]."""
+    return images * 2.0 - 1.0
