@@ -53,10 +53,10 @@ def experiments() -> list[dict]:
         e("mnist_l", "mnist", arch="linear"),
         e("fashion_l", "fashion_mnist", arch="linear"),
         e("mnist_c_b0.04_nolap", "mnist", beta=0.04, edge_loss="none"),
-        e("mnist_c_b0.06", "mnist", beta=0.06),
-        e("mnist_c_b0.02", "mnist", beta=0.02),
         e("mnist_c_b0.1", "mnist", beta=0.1),
         e("mnist_c_b0", "mnist", beta=0.0),
+        e("mnist_c_b0.02", "mnist", beta=0.02),
+        e("mnist_c_b0.06", "mnist", beta=0.06),
         e("fashion_c_improved", "fashion_mnist", "improved", beta=0.04),
         e("mnist_c_b0.04_improved", "mnist", "improved", beta=0.04),
     ]

@@ -9,7 +9,7 @@
   and optionally `y`, one integer label per image (per-label errors are then reported);
 - `FILE.npy`, the same `x` array alone;
 - `heldout`: the test images of the run's dataset whose classes the run was not trained on (a run
-  fit with `--classes`).
+  fit with `--classes`), from the same test images as `seen`.
 Images must pad to the model's input shape (28x28 for a 32x32 conv model), or the command stops
 with an error that names both shapes.
 
@@ -51,7 +51,8 @@ def read_images(spec: str, cfg, model, limit: int | None = None, data_dir: str |
         held = [c for c in range(model.num_classes) if c not in cfg.classes]
         if not held:
             raise RunDirError("--images heldout: the run was trained on every class")
-        images, labels, _ = dataset_split(cfg, "test", data_dir=data_dir, limit=limit, classes=held)
+        images, labels, _ = dataset_split(cfg, "test", data_dir=data_dir, limit=limit or cfg.test_limit,
+                                          classes=held)
         return "heldout", check_images(images, model, "heldout"), labels
     path = Path(spec)
     if not path.exists():
