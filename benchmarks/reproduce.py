@@ -321,14 +321,15 @@ def write_report(args) -> str:
 
     w("## What this does not show\n")
     w(f"- No row ran the paper's 120 epochs; every csae-tf number above is after {args.epochs} epochs "
-      "(the full-MNIST `runs/mnist_budget` row: 15 epochs). More epochs raise every accuracy; the ranking of close rows "
-      "may change.")
+      "(the full-MNIST `runs/mnist_budget` row: 15 epochs). More epochs raise every accuracy; the ranking of "
+      "close rows may change.")
     w("- One seed per row: no error bars.")
     w("- A TFDS pitfall met while making this report: preparing `fashion_mnist` from `--manual-dir` in a data "
       "directory where `mnist` had been prepared the same way reused MNIST's extracted files (TFDS names them "
       "`downloads/extracted/GZIP.<file name>` and both datasets use the same file names), so the first Fashion "
       "run trained on MNIST digits (97.9%). It was discarded, `fashion_mnist` re-prepared (mean pixel 73 "
-      "instead of MNIST's 33) and run again. When several datasets share one data directory, check the mean pixel of a few images.")
+      "instead of MNIST's 33) and run again. When several datasets share one data directory, check the mean "
+      "pixel of a few images.")
     text = "\n".join(L) + "\n"
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text)
