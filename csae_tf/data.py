@@ -12,6 +12,7 @@ import dataclasses
 import os
 import socket
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -129,7 +130,11 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
                             "folder and pass it as --manual-dir")
         config = tfds.download.DownloadConfig()
     try:
-        builder.download_and_prepare(download_config=config)
+        # One download/extract folder per dataset: TFDS names extracted files after the archive's
+        # name, and MNIST and Fashion-MNIST ship identically named files, so a shared folder
+        # silently hands one dataset's images to the other.
+        downloads = Path(builder.data_dir).parent / "downloads"
+        builder.download_and_prepare(download_dir=str(downloads), download_config=config)
     except Exception as err:
         raise DataError(f"preparing {name} failed: {err}") from None
     return builder

@@ -113,3 +113,15 @@ def test_unknown_config_keys_are_rejected(tmp_path):
 
 def test_offline_files_exist_for_the_real_data_tests():
     assert (MNIST_FILES / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_datasets_with_identically_named_files_do_not_mix_in_one_data_dir(tfds_dir):
+    # MNIST and Fashion-MNIST ship files of the same names; TFDS must not reuse one's extraction for the other.
+    from csae_tf import data
+
+    fashion_files = MNIST_FILES.parent / "fashion_mnist"
+    mnist = data.load_split(data.prepare("mnist", str(tfds_dir), str(MNIST_FILES)), "train", limit=500)
+    fashion = data.load_split(data.prepare("fashion_mnist", str(tfds_dir), str(fashion_files)), "train", limit=500)
+    mnist_mean = np.mean([x.numpy().mean() for x, _ in mnist])
+    fashion_mean = np.mean([x.numpy().mean() for x, _ in fashion])
+    assert mnist_mean < 40 < 60 < fashion_mean  # MNIST mean pixel ~33, Fashion-MNIST ~73
