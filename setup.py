@@ -27,6 +27,7 @@ setup(
         "keras-tuner[bayesian]>=1.4.8",  # [bayesian]: scipy + scikit-learn, for tuning.search --tuner bayesian
         "tensorboard>=2.21",
         "numpy>=1.26",
+        "threadpoolctl>=3",  # csae_tf.pedcc: single-threaded BLAS (see pedcc.generate)
         "importlib_resources",  # TFDS 4.9.10 imports it on Python 3.11 without declaring it
         "pillow>=10",
         "matplotlib>=3.8",

@@ -21,9 +21,13 @@ import math
 import sys
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 METHODS = ("auto", "simplex", "repulsion", "packing", "cross-polytope")
 _CHUNK = 1024  # rows of the Gram matrix held at once: memory is O(chunk * n), not O(n^2 d)
+_NEIGHBOUR_WORK = 1e9  # n * n * d above which packing follows neighbour lists instead of all pairs
+_NEIGHBOURS = 32  # nearest neighbours per point followed between refreshes
+_REFRESH = 20  # iterations between two full (chunked) neighbour searches
 
 
 def generate(
@@ -43,6 +47,13 @@ def generate(
     uses 200 iterations, step 0.01 and distance floor 0.01). Same arguments, same array, bit for bit.
     """
     n, d = _check(num_classes, latent_dim, method)
+    # One BLAS thread: the same bits whatever the machine's thread count, and no collapse of
+    # multi-threaded LAPACK on a loaded machine (QR of 1000 x 999 took 12 s with 2 threads, 0.3 s with 1).
+    with threadpool_limits(1):
+        return _generate(n, d, method, seed, iterations, step_size, epsilon)
+
+
+def _generate(n, d, method, seed, iterations, step_size, epsilon) -> np.ndarray:
     if method == "auto":
         method = "simplex" if n <= d + 1 else "packing"
     rng = np.random.default_rng(seed)
@@ -118,12 +129,18 @@ def _random_frame(d: int, k: int, rng: np.random.Generator) -> np.ndarray:
 def _simplex(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     if n == 1:
         return _normalise(rng.standard_normal((1, d)))
-    # The centred basis vectors of R^n form a regular simplex in the (n-1)-dim subspace
-    # orthogonal to (1, ..., 1); express them in a basis of it, then rotate into R^d.
-    centred = np.eye(n) - 1.0 / n
-    basis, _ = np.linalg.qr(centred[:, : n - 1])
-    coords = _normalise(centred @ basis)
-    return coords @ _random_frame(d, n - 1, rng).T
+    # The rows of the n x (n-1) Helmert matrix (an orthonormal basis of the subspace orthogonal to
+    # (1, ..., 1), in closed form) are the centred basis vectors of R^n: a regular simplex in n-1
+    # dimensions, without the O(n^3) factorisation. Then rotate it into R^d.
+    return _normalise(_helmert(n)) @ _random_frame(d, n - 1, rng).T
+
+
+def _helmert(n: int) -> np.ndarray:
+    """The n x (n-1) Helmert basis: column k-1 is (1, ..., 1, -k, 0, ..., 0) / sqrt(k (k+1)), k ones."""
+    k = np.arange(1, n, dtype=np.float64)
+    rows = np.arange(n, dtype=np.float64)[:, None]
+    h = np.where(rows < k, 1.0, 0.0) - np.where(rows == k, k, 0.0)
+    return h / np.sqrt(k * (k + 1.0))
 
 
 def _cross_polytope(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -172,11 +189,15 @@ def _packing(n, d, rng, iterations) -> np.ndarray:
 
     The temperature of the soft maximum rises and the step falls linearly over the
     iterations; the best configuration seen is returned. Each step costs two chunked
-    (n x n x d) matrix products in float32.
+    (n x n x d) matrix products in float32; above `_NEIGHBOUR_WORK` only each point's
+    `_NEIGHBOURS` nearest neighbours, searched again every `_REFRESH` steps, enter the soft maximum.
     """
+    work = n * n * d
     if iterations is None:
-        iterations = 2000 if n * n * d <= 5e7 else 600
+        iterations = 2000 if work <= 5e7 else 250 if work <= _NEIGHBOUR_WORK else 200
     u = _normalise(rng.standard_normal((n, d))).astype(np.float32)
+    if work > _NEIGHBOUR_WORK and n > _NEIGHBOURS + 1:
+        return _packing_neighbours(u, iterations)
     momentum = np.zeros_like(u)
     best, best_cos, ref = u, np.inf, 1.0
     for k in range(iterations):
@@ -185,15 +206,55 @@ def _packing(n, d, rng, iterations) -> np.ndarray:
         current = -2.0
         for start, gram in _gram_rows(u):
             current = max(current, float(gram.max()))
-            weight = np.exp(np.minimum(temperature * (gram - np.float32(ref)), np.float32(50.0)))
-            grad[start : start + len(gram)] = weight @ u
+            # weight = exp(min(T (cos - ref), 50)), in place: no temporaries of the block's size
+            gram -= np.float32(ref)
+            gram *= temperature
+            np.minimum(gram, np.float32(50.0), out=gram)
+            np.exp(gram, out=gram)
+            np.matmul(gram, u, out=grad[start : start + len(gram)])
         ref = current
         if current < best_cos:
             best, best_cos = u, current
-        grad -= np.sum(u * grad, axis=1, keepdims=True) * u
-        momentum = np.float32(0.9) * momentum + grad * np.float32(math.sqrt(n) / (np.linalg.norm(grad) + 1e-30))
-        step = np.float32(0.05 * (1.0 - k / iterations) / math.sqrt(n))
-        u = _normalise(u - step * momentum)
+        u, momentum = _descend(u, grad, momentum, k, iterations)
+    return best.astype(np.float64)
+
+
+def _descend(u, grad, momentum, k, iterations):
+    """One projected momentum step along the tangent part of `grad`, back onto the sphere."""
+    n = len(u)
+    grad -= np.sum(u * grad, axis=1, keepdims=True) * u
+    momentum = np.float32(0.9) * momentum + grad * np.float32(math.sqrt(n) / (np.linalg.norm(grad) + 1e-30))
+    step = np.float32(0.05 * (1.0 - k / iterations) / math.sqrt(n))
+    return _normalise(u - step * momentum), momentum
+
+
+def _neighbours(u: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """(indices of each point's k largest cosines, the largest cosine of all), chunk by chunk."""
+    index = np.empty((len(u), k), np.int64)
+    current = -2.0
+    for start, gram in _gram_rows(u):
+        current = max(current, float(gram.max()))
+        index[start : start + len(gram)] = np.argpartition(gram, -k, axis=1)[:, -k:]
+    return index, current
+
+
+def _packing_neighbours(u: np.ndarray, iterations: int) -> np.ndarray:
+    """`_packing` restricted to neighbour lists: O(n k d) per step, O(n^2 d) every `_REFRESH` steps."""
+    momentum = np.zeros_like(u)
+    best, best_cos = u, np.inf
+    for k in range(iterations + 1):
+        if k % _REFRESH == 0 or k == iterations:
+            index, current = _neighbours(u, _NEIGHBOURS)  # exact max cosine: track the best here
+            if current < best_cos:
+                best, best_cos = u, current
+            if k == iterations:
+                break
+        temperature = np.float32(10.0 + 200.0 * k / iterations)
+        near = u[index]  # (n, k, d)
+        cos = np.matmul(near, u[:, :, None])[:, :, 0]
+        weight = np.exp(np.minimum(temperature * (cos - cos.max()), np.float32(50.0)))
+        grad = np.matmul(weight[:, None, :], near)[:, 0, :]
+        u, momentum = _descend(u, grad, momentum, k, iterations)
     return best.astype(np.float64)
 
 

@@ -1,0 +1,63 @@
+"""The speed paths of csae_tf.pedcc give the same answers as the straightforward ones."""
+
+import sys
+import tracemalloc
+
+import numpy as np
+
+from csae_tf import pedcc
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_helmert_simplex_equals_the_qr_construction_up_to_rotation():
+    n = 7
+    centred = np.eye(n) - 1.0 / n
+    basis, _ = np.linalg.qr(centred[:, : n - 1])
+    by_qr = pedcc._normalise(centred @ basis)
+    by_helmert = pedcc._normalise(pedcc._helmert(n))
+    np.testing.assert_allclose(by_helmert @ by_helmert.T, by_qr @ by_qr.T, atol=1e-12)
+
+
+def test_chunked_packing_equals_unchunked(monkeypatch):
+    dense = pedcc.generate(60, 8, method="packing", iterations=50, seed=1)
+    monkeypatch.setattr(pedcc, "_CHUNK", 7)
+    chunked = pedcc.generate(60, 8, method="packing", iterations=50, seed=1)
+    np.testing.assert_allclose(chunked, dense, atol=1e-4)
+
+
+def test_neighbour_lists_reach_the_all_pairs_separation(monkeypatch):
+    all_pairs = pedcc.quality(pedcc.generate(300, 8, method="packing", iterations=300))["max_cosine"]
+    monkeypatch.setattr(pedcc, "_NEIGHBOUR_WORK", 0)
+    near = pedcc.quality(pedcc.generate(300, 8, method="packing", iterations=300))["max_cosine"]
+    assert near <= all_pairs + 0.03
+    assert np.array_equal(pedcc.generate(300, 8, method="packing", iterations=40, seed=2),
+                          pedcc.generate(300, 8, method="packing", iterations=40, seed=2))
+
+
+def test_neighbour_packing_never_holds_an_n_by_n_matrix(monkeypatch):
+    n, d = 3000, 16
+    monkeypatch.setattr(pedcc, "_NEIGHBOUR_WORK", 0)
+    monkeypatch.setattr(pedcc, "_CHUNK", 256)  # memory is O(chunk * n): 256 rows of 3000 cosines
+    tracemalloc.start()
+    pedcc.generate(n, d, method="packing", iterations=4)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < n * n * 4  # less than one float32 Gram matrix
+
+
+def test_delsarte_certificate_reproduces_rankin_and_levenshtein():
+    import pedcc_scale
+
+    # s = 0: Rankin's 2d; s = 0.05, d = 128: Levenshtein's L3 = d (1-s)(2+(d+1)s) / (1-d s^2) = 1511.06.
+    assert abs(pedcc_scale.delsarte_capacity(128, 0.0) - 256) < 1e-6
+    assert abs(pedcc_scale.delsarte_capacity(128, 0.05) - 1511.0588) < 0.01
+    s = pedcc_scale.delsarte_bound(5000, 128)
+    assert pedcc_scale.delsarte_capacity(128, s) < 5000 <= pedcc_scale.delsarte_capacity(128, s + 2e-4)
+
+
+def test_forward_flops_of_csae_c_count_the_spec_layers():
+    import throughput
+
+    assert throughput.forward_flops() == 2 * 15_446_592
