@@ -41,7 +41,7 @@ def batches(x, y, size=32):
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_a_few_steps_on_mnist_lower_the_loss_of_every_stage(name, mnist):
-    x, y = mnist[0][:256], mnist[1][:256]
+    x, y = mnist[0][:128], mnist[1][:128]
     model = build(name)
     stages = (1, 2) if isinstance(model, DDAE | FSAE) else (None,)
     for stage in stages:
@@ -57,7 +57,7 @@ def test_a_few_steps_on_mnist_lower_the_loss_of_every_stage(name, mnist):
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_keras_round_trip_gives_identical_outputs(name, mnist, tmp_path):
-    x, y = mnist[0][:128], mnist[1][:128]
+    x, y = mnist[0][:64], mnist[1][:64]
     model = build(name)
     model.train(batches(x, y), epochs=1)
     model.save(tmp_path / "m.keras")
@@ -73,10 +73,10 @@ def test_kelm_classifies_a_separable_toy_problem_perfectly():
     rng = np.random.default_rng(0)
     means = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
     labels = rng.integers(0, 3, 300)
-    points = means[labels] + 0.5 * rng.standard_normal((300, 2))
+    points = means[labels] + 0.4 * rng.standard_normal((300, 2))  # 10 standard deviations apart
     for method in kelm.METHODS:
-        centres, coef = kelm.fit(points[:200], labels[:200], 3, c=100.0, gamma=1.0, method=method, centres=50)
-        predicted = kelm.predict(points, centres, coef, gamma=1.0).argmax(1)
+        centres, coef = kelm.fit(points[:200], labels[:200], 3, c=100.0, gamma=2.0, method=method, centres=50)
+        predicted = kelm.predict(points, centres, coef, gamma=2.0).argmax(1)
         np.testing.assert_array_equal(predicted, labels, err_msg=method)
 
 
@@ -84,11 +84,8 @@ def test_nystrom_kelm_with_every_sample_as_landmark_equals_exact_kelm():
     rng = np.random.default_rng(1)
     x, labels = rng.standard_normal((150, 5)), rng.integers(0, 4, 150)
     exact = kelm.predict(x, *kelm.fit(x, labels, 4, c=10.0, gamma=2.0, method="exact"), gamma=2.0)
-    centres, coef = kelm.fit(x, labels, 4, c=10.0, gamma=2.0, method="nystrom", centres=149)
-    nystrom = kelm.predict(x, centres, coef, gamma=2.0)
-    # 149 of 150 landmarks: nearly the full kernel; the scores agree to a few per cent, the labels exactly
-    np.testing.assert_allclose(nystrom, exact, atol=0.05)
-    np.testing.assert_array_equal(nystrom.argmax(1), exact.argmax(1))
+    centres, coef = kelm.fit(x, labels, 4, c=10.0, gamma=2.0, method="nystrom", centres=150)
+    np.testing.assert_allclose(kelm.predict(x, centres, coef, gamma=2.0), exact, atol=1e-6)
 
 
 def test_kelm_on_mnist_pixels_beats_chance_by_a_wide_margin(mnist):
@@ -147,7 +144,7 @@ def test_fsae_rounding_gives_one_output_per_class(mnist):
     assert confident.sum() >= 10
 
 
-def synthetic_colour(n=96, seed=0):
+def synthetic_colour(n=64, seed=0):
     """32x32x3 images in [-1, 1]: class c is a square of colour c at a class-dependent place, plus noise."""
     rng = np.random.default_rng(seed)
     colours = rng.uniform(-1, 1, (10, 3))

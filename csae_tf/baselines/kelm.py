@@ -43,8 +43,9 @@ def fit(features: np.ndarray, labels: np.ndarray, num_classes: int, *, c: float,
     x = np.asarray(features, np.float64)
     y = np.eye(num_classes)[np.asarray(labels)]
     rng = np.random.default_rng(seed)
-    if method == "exact" or centres >= len(x):
+    if method == "exact":
         return x, np.linalg.solve(np.eye(len(x)) / c + gaussian_kernel(x, x, gamma), y)
+    centres = min(centres, len(x))
     idx = np.sort(rng.choice(len(x), centres, replace=False))
     landmarks = x[idx]
     if method == "subset":
