@@ -19,8 +19,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from csae_tf import checkpoint, data
+from csae_tf import checkpoint, data, distribute
 from csae_tf.callbacks import EpochStats
 from csae_tf.config import ConfigError, FitConfig, add_config_arguments, config_from_args
 from csae_tf.data import DataError
@@ -80,11 +81,13 @@ def _trim_history(path: Path, initial_epoch: int) -> None:
 
 def run(cfg: FitConfig, overwrite: bool = False) -> dict:
     """Train (or resume, or report) the run described by `cfg`; return its metrics."""
-    out = Path(cfg.output)
+    # In a cluster only the chief writes the run directory; other workers write a temporary one inside it.
+    chief = distribute.is_chief(cfg)
+    out = distribute.work_dir(cfg)
     if overwrite and out.exists():
         shutil.rmtree(out)
-    metrics_path = out / "metrics.json"
-    if metrics_path.exists():
+    metrics_path = Path(cfg.output) / "metrics.json"
+    if metrics_path.exists() and not overwrite:  # a worker may see the chief's file before the chief deletes it
         _check_run_dir(cfg, out)
         metrics = json.loads(metrics_path.read_text())
         print(f"{out} is a finished run (use --overwrite to train again): "
@@ -108,8 +111,12 @@ def run(cfg: FitConfig, overwrite: bool = False) -> dict:
     with strategy.scope():
         model = build_model(cfg, info.num_classes, info.image_shape)
         model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), steps_per_execution=cfg.steps_per_execution)
+        model.optimizer.build(model.trainable_variables)  # its slots are distributed like the weights
+        initial_epoch = checkpoint.restore(model, out / "checkpoints")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        distribute.prepare_multi_worker_fit(model)
+        distribute.check_same_epoch(strategy, initial_epoch)
     np.save(out / "centroids.npy", model.pedcc.centroids.numpy())
-    initial_epoch = checkpoint.restore(model, out / "checkpoints")
     if initial_epoch:
         print(f"resuming {out} at epoch {initial_epoch + 1} of {cfg.epochs}", flush=True)
     _trim_history(out / "history.csv", initial_epoch)
@@ -117,15 +124,19 @@ def run(cfg: FitConfig, overwrite: bool = False) -> dict:
     start = time.time()
     callbacks = [
         EpochStats(),
+        *([distribute.AverageMovingStatistics(strategy)] if replicas > 1 else []),
         checkpoint.TrainingState(out / "checkpoints", save_freq=cfg.save_freq),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=cfg.logdir or str(out / "logs"), histogram_freq=0,
+        keras.callbacks.TensorBoard(log_dir=(chief and cfg.logdir) or str(out / "logs"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
     ]
     if initial_epoch < cfg.epochs:
         model.fit(train, validation_data=test, epochs=cfg.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=cfg.verbose)
     train_seconds = time.time() - start
+    if replicas > 1:
+        spread, weight = distribute.replica_spread(strategy, model)
+        print(f"replicas agree: largest difference of weight sums {spread:.3g} ({weight})", flush=True)
 
     # Generation needs each class's latent Gaussian: fit it on the un-augmented training set.
     model.fit_latent_gaussians(data.pipeline(data.load_split(data.prepare(cfg.dataset, cfg.data_dir), "train",
@@ -135,6 +146,9 @@ def run(cfg: FitConfig, overwrite: bool = False) -> dict:
     model.save(tmp)
     os.replace(tmp, out / "model.keras")
     results = model.evaluate(test, verbose=0, return_dict=True)
+    if not chief:  # a worker's files only mirrored the chief's: remove them
+        shutil.rmtree(out, ignore_errors=True)
+        return {f"test_{k}": float(v) for k, v in results.items()} | {"status": "worker"}
     metrics = {f"test_{k}": float(v) for k, v in results.items()}
     metrics.update(epochs=cfg.epochs, train_seconds=round(train_seconds, 1), num_train=info.num_train,
                    num_test=info.num_test, num_classes=info.num_classes, params=int(model.count_params()))
