@@ -194,6 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per contender per round")
     parser.add_argument("--warmup", type=float, default=5.0, help="untimed seconds before the first round")
     parser.add_argument("--infer-seconds", type=float, default=10.0)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads (default: PyTorch's, one per core)")
     parser.add_argument("--output", default=None, help="write the raw figures and the table to this JSON file")
     args = parser.parse_args(argv)
     names = [c for c in args.contenders.split(",") if c]
@@ -208,6 +210,8 @@ def main(argv=None) -> int:
     if any(n.startswith("torch") for n in names):
         import torch
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
         torch_x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
         torch_y = torch.from_numpy(labels.astype(np.int64))
         torch_tx = torch.from_numpy(tx.transpose(0, 3, 1, 2).copy())
