@@ -30,7 +30,7 @@ class EpochStats(keras.callbacks.Callback):
 # loss1-3, accuracy) and the learning rate into LOGDIR/train and LOGDIR/validation. The callbacks
 # below add what the paper looks at (Fig. 4-9): they run at epoch ends, never inside a training step.
 
-GAUSSIAN_LIMIT = 4096  # training images used to fit the per-class latent Gaussians for the generated grid
+GAUSSIAN_LIMIT = 2000  # training images used to fit the per-class latent Gaussians for the generated grid
 GEOMETRY_LIMIT = 1000  # test images whose class-mean latent codes give the distance heat-map
 PROJECTOR_LIMIT = 2500  # test images shown in the Embedding Projector (a 50 x 50 sprite)
 RECONSTRUCTION_COUNT = 10  # test images in the reconstruction grid
@@ -83,6 +83,7 @@ class ImageSummaries(keras.callbacks.Callback):
         self.reconstruction_count = min(reconstruction_count, len(self.test_images))
         self.seed = seed
         self._writer = None
+        self._pedcc_heatmap = None  # the centroids are constant: drawn once
 
     def on_train_begin(self, logs=None):
         self._writer = tf.summary.create_file_writer(self.log_dir)
@@ -107,12 +108,14 @@ class ImageSummaries(keras.callbacks.Callback):
         generated = viz.image_grid(to_display(samples, self.source_shape), len(self.classes), self.per_class)
         latent = _encode(model, self.test_images)
         means = viz.class_mean_distances(latent, self.test_labels, model.num_classes)
-        centroids = viz.pairwise_distances(np.asarray(model.pedcc.centroids))
+        if self._pedcc_heatmap is None:
+            centroids = viz.pairwise_distances(np.asarray(model.pedcc.centroids))
+            self._pedcc_heatmap = viz.heatmap(centroids, "distances between PEDCC centroids")
         return {
             "reconstruction": reconstruction,
             "generated": generated,
             "class_mean_distances": viz.heatmap(means, "distances between class means of z (test)"),
-            "pedcc_distances": viz.heatmap(centroids, "distances between PEDCC centroids"),
+            "pedcc_distances": self._pedcc_heatmap,
         }
 
     def write(self, epoch: int) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf import checkpoint, data, distribute
-from csae_tf.callbacks import EpochStats
+from csae_tf.callbacks import EpochStats, monitoring_callbacks
 from csae_tf.config import ConfigError, FitConfig, add_config_arguments, config_from_args
 from csae_tf.data import DataError
 from csae_tf.distribute import make_strategy
@@ -130,6 +130,8 @@ def run(cfg: FitConfig, overwrite: bool = False) -> dict:
         keras.callbacks.TensorBoard(log_dir=(chief and cfg.logdir) or str(out / "logs"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
     ]
+    if chief:  # TensorBoard images, latent projector and hparams (docs/monitoring.md)
+        callbacks += monitoring_callbacks(cfg, info, test, cfg.logdir or out / "logs", out / "figures")
     if initial_epoch < cfg.epochs:
         model.fit(train, validation_data=test, epochs=cfg.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=cfg.verbose)
