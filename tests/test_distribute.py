@@ -170,16 +170,41 @@ def test_tf_config_decides_chief_and_worker_directories(monkeypatch, tmp_path):
         distribute.is_chief(cfg)
 
 
-def test_two_local_workers_train_and_only_the_chief_keeps_files(tfds_dir, tmp_path):
+def _wait_for_state(path, epoch: int, step: int, procs, deadline: float) -> dict | None:
+    """Poll a TrainingState pointer until it reaches (epoch, >= step); None if a process ends first."""
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            state = json.loads(path.read_text())
+            if state["epoch"] == epoch and state["step"] >= step:
+                return state
+        time.sleep(0.02)
+    return None
+
+
+def _start_workers(start, command, cluster, logs):
+    return [start(command, open(log, "w"), _env(TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": i}}))) for i, log in enumerate(logs)]
+
+
+def test_two_local_workers_survive_a_killed_worker_and_only_the_chief_keeps_files(tfds_dir, tmp_path):
     out = tmp_path / "cluster"
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    command = _fit_command(tfds_dir, out, "--epochs", "1", "--strategy", "multi-worker")
+    command = _fit_command(tfds_dir, out, "--epochs", "2", "--strategy", "multi-worker", "--save-freq", "2",
+                           "--image-every", "0")
+    first_logs = [tmp_path / f"first{i}.log" for i in range(2)]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     with _processes() as start:
-        procs = []
-        for i, log in enumerate(logs):
-            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            procs.append(start(command, open(log, "w"), _env(TF_CONFIG=tf_config)))
+        # 1. Kill worker 1 during epoch 2: the chief must stop (not hang) within its heartbeat timeout.
+        chief, worker = _start_workers(start, command, cluster, first_logs)
+        state = _wait_for_state(out / "workertemp_1" / "checkpoints" / "state.json", 1, 2, [chief, worker],
+                                time.time() + TIMEOUT)
+        assert state is not None, "\n---\n".join(log.read_text()[-3000:] for log in first_logs)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+        assert chief.wait(300) != 0  # the collective aborted: the chief saw its peer die
+        assert _epochs(out) == ["0"] and not (out / "metrics.json").exists()
+        # 2. Restart both with the same command: they resume together and finish.
+        procs = _start_workers(start, command, cluster, logs)
         deadline = time.time() + TIMEOUT
         for proc in procs:
             proc.wait(max(1, deadline - time.time()))
@@ -187,10 +212,11 @@ def test_two_local_workers_train_and_only_the_chief_keeps_files(tfds_dir, tmp_pa
         assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(t[-3000:] for t in texts)
     for text in texts:
         assert "2 replica(s), global batch 64 = 32 per replica" in text
+        assert "at epoch 2 of 2" in text
         spread = float(text.split("replicas agree: largest difference of weight sums ")[1].split()[0])
         assert spread < 1e-6, text[-2000:]  # same centroids and weights on both workers
     assert not (out / "workertemp_1").exists()  # the worker removed its temporary directory
-    assert _epochs(out) == ["0"] and (out / "metrics.json").exists()
+    assert _epochs(out) == ["0", "1"] and (out / "metrics.json").exists()
     model = keras.models.load_model(out / "model.keras")
     labels, distances = model.classify(np.zeros((3, *model.image_shape), "float32"))
     assert labels.shape == (3,) and distances.shape == (3, 10)
@@ -203,14 +229,7 @@ def test_sigkill_in_epoch_2_then_same_command_finishes_without_repeating_epoch_1
     state_path = out / "checkpoints" / "state.json"
     with _processes() as start:
         first = start(command, open(tmp_path / "first.log", "w"))
-        deadline = time.time() + TIMEOUT
-        state = None
-        while time.time() < deadline and first.poll() is None:
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                state = json.loads(state_path.read_text())
-            if state and state["epoch"] == 1 and state["step"] >= 2:  # epoch 1 done, epoch 2 under way
-                break
-            time.sleep(0.02)
+        _wait_for_state(state_path, 1, 2, [first], time.time() + TIMEOUT)
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
