@@ -67,7 +67,8 @@ class FitConfig:
     # --- distribution ---
     strategy: str = _field("auto", "tf.distribute strategy: auto picks mirrored when >1 GPU is visible",
                            STRATEGIES)
-    devices: list[str] | None = _field(None, "devices for the mirrored strategy, e.g. GPU:0,GPU:1")
+    devices: list[str] | None = _field(None, "devices for the mirrored strategy, e.g. GPU:0,GPU:1 "
+                                       "(CPU:0,CPU:1 splits the CPU into logical devices)")
     save_freq: int | None = _field(None, "also back up the training state every N steps (default: each epoch)")
     # --- output ---
     output: str = _field("runs/csae", "run directory: model, config, centroids, history, checkpoints, metrics")

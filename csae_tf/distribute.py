@@ -7,8 +7,8 @@ one process per machine, each with its own `TF_CONFIG` (TensorFlow's cluster des
 
 In a cluster only the chief writes the run directory; every other worker writes the same files
 to ``OUTPUT/workertemp_<index>`` (TensorFlow's own naming), which it deletes when the run ends.
-All workers must write their checkpoints at the same moments: reading a metric or other
-sync-on-read variable for a save is a collective operation.
+All workers write their checkpoints at the same moments (the same callbacks run on each), so a
+save that reads cross-replica (sync-on-read) variables meets the same collective on every worker.
 """
 
 from __future__ import annotations
