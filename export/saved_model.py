@@ -95,6 +95,7 @@ class _Signatures:
         channels_ok = tf.equal(dims[3], channels)
         matches = tf.stack([tf.logical_and(tf.equal(dims[1], h), tf.equal(dims[2], w)) for h, w in self.sizes])
         fits = tf.reduce_any(matches)
+
         def check(ok, problem):
             return tf.debugging.Assert(ok, [f"images have the wrong {problem}; got shape", shape], summarize=8)
 
@@ -118,7 +119,7 @@ class _Signatures:
 
     def classify(self, images):
         x, _ = self._checked(images)
-        latent = self.model.encode(x)
+        latent = self.model.encode(x)  # CSAE.classify, but sharing one encoder pass with the `latent` output
         distances = tf.sqrt(tf.maximum(self.model.pedcc(latent), 0.0))
         return {"label": tf.argmin(distances, axis=-1, output_type=tf.int64), "distances": distances,
                 "latent": latent}
