@@ -4,9 +4,10 @@
 
 default strategy (1 device) vs MirroredStrategy on 2 logical CPU devices vs MultiWorkerMirroredStrategy
 with 2 local worker processes on 127.0.0.1, all with the same global batch. Each set-up trains
-`--epochs` epochs through the real command; the figure is the last epoch (the first one includes
-tracing), timed by the run's own `seconds` column of history.csv (training plus a validation pass
-over `--test-limit` images). Overhead = 1 - images/s / images/s of the default strategy. On one
+`--epochs` epochs through the real command; the figure is its fastest epoch after the first (which
+includes tracing; on a shared machine the fastest epoch is the one least slowed by other work),
+timed by the run's own `seconds` column of history.csv (training plus a validation pass over
+`--test-limit` images). Overhead = 1 - images/s / images/s of the default strategy. On one
 machine the replicas share its cores, so the goal here is correctness at low overhead; speed-up
 needs real GPUs or machines. On a GPU machine, `--setups default,mirrored-gpu` compares 1 GPU
 under the default strategy with MirroredStrategy over all visible GPUs.
@@ -71,9 +72,10 @@ def run_setup(name: str, common: list[str], out: Path, timeout: float) -> dict:
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     steps = metrics["num_train"] // config["batch_size"]
-    seconds = float(rows[-1]["seconds"])
+    epoch_seconds = [round(float(r["seconds"]), 2) for r in rows]
+    seconds = min(epoch_seconds[1:] or epoch_seconds)
     return {"setup": name, "images_per_s": steps * config["batch_size"] / seconds, "epoch_seconds": seconds,
-            "first_epoch_seconds": float(rows[0]["seconds"]), "test_accuracy": metrics["test_accuracy"]}
+            "all_epoch_seconds": epoch_seconds, "test_accuracy": metrics["test_accuracy"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, help="first N training images (default: all 60000)")
     parser.add_argument("--test-limit", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch, the same for every set-up")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--setups", default="default,mirrored-2cpu,multi-worker-2")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per set-up")
     parser.add_argument("--json", help="also write the results here")
