@@ -1,7 +1,8 @@
 """Train a CSAE: ``python -m csae_tf.fit --dataset mnist --output runs/mnist``.
 
 The run directory receives `config.json`, `centroids.npy`, `history.csv`, `checkpoints/`,
-`logs/` (TensorBoard), then `model.keras` and `metrics.json` when training ends. Rerunning
+`logs/` (TensorBoard), `figures/` (the latest image summaries as PNG), then `model.keras` and
+`metrics.json` when training ends. Rerunning
 the same command resumes an interrupted run from its last saved epoch, and only reports a
 finished one (``--overwrite`` starts over).
 """
