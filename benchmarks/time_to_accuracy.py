@@ -46,15 +46,16 @@ class StopAtAccuracy(keras.callbacks.Callback):
     def __init__(self, test, target: float, every: int, fit_start: list):
         super().__init__()
         self.test, self.target, self.every, self.fit_start = test, target, every, fit_start
-        self.evals, self.step, self.reached = [], 0, None
+        self.evals, self.step, self.reached, self.last = [], 0, None, 0
 
     def on_train_begin(self, logs=None):
         self.fit_start.append(time.time())
 
     def on_train_batch_end(self, batch, logs=None):
         self.step = int(self.model.optimizer.iterations)
-        if self.step % self.every and self.step % self.params["steps"]:
+        if self.step - self.last < self.every and self.step % self.params["steps"]:
             return
+        self.last = self.step
         result = self.model.evaluate(self.test, verbose=0, return_dict=True)
         now = time.time()
         self.evals.append({"step": self.step, "epochs": round(self.step / self.params["steps"], 2),
