@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from csae_tf import losses
 from csae_tf.layers import BN_MOMENTUM, DecodeBlock, LatentGaussians, NoiseInjection, PEDCCCentroids, ResidualBlock
+from csae_tf.steps import apply_gradients, update_trackers
 
 METRIC_NAMES = ("loss", "loss1", "loss2", "loss3", "accuracy")
 _FULL_COVARIANCE_LIMIT = 1 << 24  # n * d * d values above which generation keeps a diagonal covariance
@@ -183,11 +184,6 @@ class CSAE(keras.Model):
         correct = tf.cast(tf.equal(tf.argmin(self.pedcc(z), axis=-1, output_type=labels.dtype), labels), "float32")
         return {"loss": total, "loss1": loss1, "loss2": loss2, "loss3": loss3, "accuracy": correct}
 
-    def _update_metrics(self, values):
-        for name, tracker in self.trackers.items():
-            tracker.update_state(values[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
     def _noise_seed(self):
         """A (2,) seed that differs per step and per replica: independent, reproducible noise."""
         replica = tf.distribute.get_replica_context()
@@ -205,21 +201,15 @@ class CSAE(keras.Model):
             values = self._compute_losses(images, labels, z, reconstruction)
             # Divide by the *global* batch: the optimizer sums gradients over replicas.
             loss = tf.nn.compute_average_loss(values["loss"])
-        variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
-        if self.weight_decay:
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            decay = self.weight_decay / replicas
-            grads = [g + decay * v for g, v in zip(grads, variables)]
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_metrics(values)
+        apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         images, labels = data[:2]
         labels = tf.cast(labels, tf.int32)
         z = self.encoder(images, training=False)
         reconstruction = self.decoder(z, training=False)
-        return self._update_metrics(self._compute_losses(images, labels, z, reconstruction))
+        return update_trackers(self.trackers, self._compute_losses(images, labels, z, reconstruction))
 
     def get_config(self):
         return {

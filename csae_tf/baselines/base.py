@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 
+
 class Baseline:
     """Mixin for the comparison systems (used as `class X(Baseline, keras.Model)`).
 
@@ -36,23 +37,6 @@ class Baseline:
 
     def reconstruct(self, images, labels=None) -> tf.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
-
-
-def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=None, weight_decay: float = 0.0):
-    """One optimizer step on `loss` (already divided by the global batch), with coupled L2 decay as in CSAE."""
-    variables = model.trainable_variables if variables is None else variables
-    grads = tape.gradient(loss, variables)
-    if weight_decay:
-        decay = weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = [g + decay * v for g, v in zip(grads, variables)]
-    model.optimizer.apply_gradients(zip(grads, variables))
-
-
-def update(trackers: dict, values: dict) -> dict:
-    """Feed per-example (or scalar) values to their `keras.metrics.Mean` trackers; return the results."""
-    for name, tracker in trackers.items():
-        tracker.update_state(values[name])
-    return {name: tracker.result() for name, tracker in trackers.items()}
 
 
 def to_unit(images):

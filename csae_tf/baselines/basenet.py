@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.baselines.base import Baseline, apply_gradients, update
+from csae_tf.baselines.base import Baseline
 from csae_tf.models import conv_trunk
+from csae_tf.steps import apply_gradients, update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
@@ -62,11 +63,11 @@ class BaseNet(Baseline, keras.Model):
             values = self._values(labels, self.network(images, training=True))
             loss = tf.nn.compute_average_loss(values["loss"])
         apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         images, labels = data[0], tf.cast(data[1], tf.int32)
-        return update(self.trackers, self._values(labels, self.network(images, training=False)))
+        return update_trackers(self.trackers, self._values(labels, self.network(images, training=False)))
 
     def default_optimizer(self):
         return keras.optimizers.SGD(0.1, momentum=0.9)

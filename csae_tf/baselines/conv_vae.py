@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from csae_tf.baselines.base import Baseline, from_unit, to_unit, update
+from csae_tf.baselines.base import Baseline, from_unit, to_unit
+from csae_tf.steps import update_trackers
 
 VARIANTS = {
     "simple": {"filters": [32, 64], "dense": [256, 64], "latent_dim": 2, "kl_weight": 1.0},
@@ -108,12 +109,12 @@ class ConvVAE(Baseline, keras.Model):
             loss = tf.nn.compute_average_loss(values["loss"])
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         target = to_unit(data[0])
         z_mean, z_log_var = self.encoder(target, training=False)
-        return update(self.trackers, self._terms(target, z_mean, z_log_var, z_mean))
+        return update_trackers(self.trackers, self._terms(target, z_mean, z_log_var, z_mean))
 
     def default_optimizer(self):
         return keras.optimizers.Adam(self.lr)

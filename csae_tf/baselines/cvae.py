@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.baselines.base import Baseline, from_unit, to_unit, update
+from csae_tf.baselines.base import Baseline, from_unit, to_unit
+from csae_tf.steps import update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
@@ -79,13 +80,13 @@ class CVAE(Baseline, keras.Model):
             loss = tf.nn.compute_average_loss(values["loss"])
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         images, labels = data[0], tf.cast(data[1], tf.int32)
         target, onehot = self._flat(images), tf.one_hot(labels, self.num_classes)
         z_mean, z_log_var = self.encoder([target, onehot], training=False)
-        return update(self.trackers, self._terms(target, onehot, z_mean, z_log_var, z_mean))
+        return update_trackers(self.trackers, self._terms(target, onehot, z_mean, z_log_var, z_mean))
 
     def negative_elbo(self, images):
         """(B, n): the negative ELBO of each image under every class label (z at the posterior mean)."""

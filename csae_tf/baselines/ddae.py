@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf.baselines import kelm
-from csae_tf.baselines.base import Baseline, from_unit, to_unit, update
+from csae_tf.baselines.base import Baseline, from_unit, to_unit
+from csae_tf.steps import update_trackers
 
 
 def _bce(target, probs):
@@ -118,10 +119,10 @@ class DDAE(Baseline, keras.Model):
             loss = tf.nn.compute_average_loss(values["loss"])
         variables = self._stage_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
-        return update(self.trackers, {"loss": self._stage_loss(data[0], training=False)})
+        return update_trackers(self.trackers, {"loss": self._stage_loss(data[0], training=False)})
 
     def default_optimizer(self):
         return keras.optimizers.SGD(self.lr, momentum=0.9)

@@ -7,9 +7,10 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf import losses
-from csae_tf.baselines.base import Baseline, apply_gradients, update
+from csae_tf.baselines.base import Baseline
 from csae_tf.layers import PEDCCCentroids
 from csae_tf.models import build_encoder
+from csae_tf.steps import apply_gradients, update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
@@ -68,11 +69,11 @@ class EncoderOnly(Baseline, keras.Model):
             values = self._values(labels, self.encoder(images, training=True))
             loss = tf.nn.compute_average_loss(values["loss"])
         apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         images, labels = data[0], tf.cast(data[1], tf.int32)
-        return update(self.trackers, self._values(labels, self.encoder(images, training=False)))
+        return update_trackers(self.trackers, self._values(labels, self.encoder(images, training=False)))
 
     def default_optimizer(self):
         return keras.optimizers.SGD(0.1, momentum=0.9)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.baselines.base import Baseline, update
+from csae_tf.baselines.base import Baseline
+from csae_tf.steps import update_trackers
 
 _EPS = 1e-3  # probabilities are clipped to [eps, 1] before the inverse softmax (the seed's eq. 12)
 
@@ -145,10 +146,10 @@ class FSAE(Baseline, keras.Model):
             loss = tf.nn.compute_average_loss(values["loss"])
         variables = self._stage_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return update(self.trackers, values)
+        return update_trackers(self.trackers, values)
 
     def test_step(self, data):
-        return update(self.trackers, self._values(data[0], tf.cast(data[1], tf.int32)))
+        return update_trackers(self.trackers, self._values(data[0], tf.cast(data[1], tf.int32)))
 
     def set_stage(self, stage: int) -> None:
         """1: train the classifier; 2: train the inverse network with the classifier frozen. Recompiles."""

@@ -1,0 +1,27 @@
+"""Pieces shared by the custom train steps of CSAE and the comparison systems."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=None, weight_decay: float = 0.0):
+    """One optimizer step on `loss` (already divided by the global batch), with coupled L2 decay.
+
+    The decay is added to the gradients as PyTorch's SGD does; each replica adds `wd / replicas`
+    because the optimizer sums the replicas' gradients.
+    """
+    variables = model.trainable_variables if variables is None else variables
+    grads = tape.gradient(loss, variables)
+    if weight_decay:
+        decay = weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = [g + decay * v for g, v in zip(grads, variables)]
+    model.optimizer.apply_gradients(zip(grads, variables))
+
+
+def update_trackers(trackers: dict, values: dict) -> dict:
+    """Feed per-example (or scalar) values to their `keras.metrics.Mean` trackers; return the results."""
+    for name, tracker in trackers.items():
+        tracker.update_state(values[name])
+    return {name: tracker.result() for name, tracker in trackers.items()}
