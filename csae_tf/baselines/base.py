@@ -11,7 +11,6 @@ import keras
 import tensorflow as tf
 
 
-
 class Baseline:
     """Mixin for the comparison systems (used as `class X(Baseline, keras.Model)`).
 
