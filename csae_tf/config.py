@@ -41,6 +41,8 @@ class FitConfig:
     test_limit: int | None = _field(None, "use only the first N test examples")
     classes: list[int] | None = _field(None, "train on these class ids only, e.g. 0,1,2,3,4 (others held out)")
     augment: bool = _field(False, "random +-2 pixel shifts of training images (not in the paper)")
+    flip: bool = _field(False, "random horizontal flips of training images, for classes that mirror (e.g. "
+                        "fashion_mnist, cifar10; not digits or letters; not in the paper)")
     # --- model ---
     arch: str = _field("conv", "CSAE-C (conv, residual encoder) or CSAE-L (linear, 784-400-d)", ARCHS)
     latent_dim: int = _field(40, "latent dimension d (one PEDCC centroid per class in R^d)")

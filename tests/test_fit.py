@@ -125,3 +125,17 @@ def test_datasets_with_identically_named_files_do_not_mix_in_one_data_dir(tfds_d
     mnist_mean = np.mean([x.numpy().mean() for x, _ in mnist])
     fashion_mean = np.mean([x.numpy().mean() for x, _ in fashion])
     assert mnist_mean < 40 < 60 < fashion_mean  # MNIST mean pixel ~33, Fashion-MNIST ~73
+
+
+def test_validation_and_test_metrics_cover_the_whole_test_split_every_epoch(tfds_dir, tmp_path):
+    # Accuracy over all 10,000 test images is a multiple of 1/10,000 in every epoch and at the end.
+    out = tmp_path / "full_test"
+    args = ["--dataset", "mnist", "--data-dir", str(tfds_dir), "--train-limit", "1024", "--batch-size", "128",
+            "--epochs", "2", "--image-every", "0", "--verbose", "2", "--output", str(out)]
+    result = run_cli("csae_tf.fit", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ran out of data" not in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    accuracies = [float(r["val_accuracy"]) for r in csv.DictReader(open(out / "history.csv"))]
+    for accuracy in [*accuracies, metrics["test_accuracy"]]:
+        assert abs(accuracy * 10_000 - round(accuracy * 10_000)) < 1e-2, accuracy
