@@ -1,6 +1,6 @@
 """Training images/s of `python -m csae_tf.fit` under three tf.distribute set-ups, measured in one run.
 
-    python benchmarks/distributed_throughput.py --data-dir /work/tfds_cache --manual-dir ../shared/data/mnist
+    python benchmarks/distributed_throughput.py --data-dir runs/tfds --manual-dir ../shared/data/mnist
 
 default strategy (1 device) vs MirroredStrategy on 2 logical CPU devices vs MultiWorkerMirroredStrategy
 with 2 local worker processes on 127.0.0.1, all with the same global batch. Each set-up trains

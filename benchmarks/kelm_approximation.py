@@ -1,7 +1,7 @@
 """How close the KELM approximations come to exact KELM on the DDAE's top features (real MNIST).
 
     python benchmarks/kelm_approximation.py --model runs/compare_mnist/models/ddae.keras \
-        --data-dir /work/tfds_cache --train-limit 5000 --test-limit 10000
+        --data-dir runs/tfds --train-limit 5000 --test-limit 10000
 
 Exact KELM needs the N x N kernel (N = 5,000 here: 200 MB, seconds); on 60,000 samples it would
 need 29 GB, hence the approximations. For m centres each prints test accuracy, the fraction of test

@@ -1,6 +1,6 @@
 """Peak resident memory of one CSAE-C MNIST training epoch through `python -m csae_tf.fit`, per batch size.
 
-    python benchmarks/memory.py --data-dir /work/tfds_cache --manual-dir ../shared/data/mnist --batch-sizes 128 512
+    python benchmarks/memory.py --data-dir runs/tfds --manual-dir ../shared/data/mnist --batch-sizes 128 512
 
 Each batch size runs in its own child process (1 epoch on the full 60,000 images, then the run's
 evaluation and saving, as `fit` does); the figure is the child's peak RSS from `wait4`'s rusage.

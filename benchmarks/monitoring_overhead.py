@@ -1,6 +1,6 @@
 """Cost of the TensorBoard monitoring: `--image-every 1` against `--image-every 0`, runs interleaved.
 
-    python benchmarks/monitoring_overhead.py --data-dir /work/tfds_cache --manual-dir ../shared/data/mnist \
+    python benchmarks/monitoring_overhead.py --data-dir runs/tfds --manual-dir ../shared/data/mnist \
         --train-limit 10000 --test-limit 2500 --epochs 3 --repeats 3
 
 Prints, per setting, the mean training seconds per epoch (history.csv `seconds`: the epoch's steps and

@@ -1,6 +1,6 @@
 """Reproduce the paper's Tables 3-5 and Fig. 9/11 at a stated budget and write one Markdown report.
 
-    nice -n 5 python benchmarks/reproduce.py --data-dir /work/tfds_cache --shared-data ../shared/data \
+    nice -n 5 python benchmarks/reproduce.py --data-dir runs/tfds --shared-data ../shared/data \
         --epochs 3 --train-limit 20000 --output runs/reproduce --report docs/reproduction.md
 
 Runs (each `python -m csae_tf.fit`, then `csae_tf.evaluate`, and `csae_tf.extrapolate` on the
@@ -205,7 +205,7 @@ def write_report(args) -> str:
           "driver finishes them; `--report-only` rewrites this file from whatever has finished.")
     w("")
     w("Reproduce:\n")
-    w("```\nnice -n 5 python benchmarks/reproduce.py --data-dir /work/tfds_cache --shared-data ../shared/data \\\n"
+    w("```\nnice -n 5 python benchmarks/reproduce.py --data-dir runs/tfds --shared-data ../shared/data \\\n"
       f"    --epochs {args.epochs} --train-limit {args.train_limit or 0} --output {out} "
       f"--report {args.report}\n```\n")
 
@@ -347,7 +347,7 @@ def write_report(args) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="/work/tfds_cache", help="TFDS data directory")
+    parser.add_argument("--data-dir", default="runs/tfds", help="TFDS data directory")
     parser.add_argument("--shared-data", default=str(ROOT.parent / "shared" / "data"),
                         help="folder with mnist/, fashion_mnist/ (original files) and emnist_letters/")
     parser.add_argument("--epochs", type=int, default=3)

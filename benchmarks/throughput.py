@@ -1,7 +1,7 @@
 """Training and inference images/s of CSAE-C: csae-tf (through `model.fit`) vs the PyTorch reference.
 
     pip install -r benchmarks/requirements.txt
-    python benchmarks/throughput.py --data-dir /work/tfds_cache --manual-dir ../shared/data/mnist \
+    python benchmarks/throughput.py --data-dir runs/tfds --manual-dir ../shared/data/mnist \
         --batch-sizes 128 512 --rounds 3 --seconds 20 --output docs/throughput.json
 
 Contenders (`--contenders`, comma-separated):

@@ -1,6 +1,6 @@
 """Wall-clock seconds from start to 99.0% MNIST test accuracy (as DAWNBench measures training), CSAE-C.
 
-    python benchmarks/time_to_accuracy.py --data-dir /work/tfds_cache --manual-dir ../shared/data/mnist
+    python benchmarks/time_to_accuracy.py --data-dir runs/tfds --manual-dir ../shared/data/mnist
     python benchmarks/time_to_accuracy.py --preset paper --max-epochs 4 ...   # the paper's schedule
 
 Presets: `fast` (default): batch 128, SGD 0.1 momentum 0.9, one-cycle (warm-up 0.2 epoch, cosine to
