@@ -31,6 +31,20 @@ class Baseline:
             self.compile(optimizer=self.default_optimizer())
         return self.fit(dataset, epochs=epochs, verbose=verbose).history
 
+    def set_stage(self, stage: int) -> None:
+        """For systems trained in stages: select the stage (1, 2, ...) that `fit` trains; recompiles."""
+        self.stage = stage
+        self.compile(optimizer=self.default_optimizer())
+
+    def train_stages(self, dataset, epochs: int, names: tuple[str, ...], verbose: int = 0) -> dict:
+        """`epochs` for each stage in turn; the history keys are prefixed with the stage's name."""
+        history = {}
+        for stage, name in enumerate(names, start=1):
+            self.set_stage(stage)
+            history.update({f"{name}_{k}": v for k, v in self.fit(dataset, epochs=epochs, verbose=verbose)
+                            .history.items()})
+        return history
+
     def predict_labels(self, images) -> tf.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not classify")
 

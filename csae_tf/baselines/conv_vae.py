@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf.baselines.base import Baseline, from_unit, to_unit
-from csae_tf.steps import update_trackers
+from csae_tf.steps import apply_gradients, update_trackers
 
 VARIANTS = {
     "simple": {"filters": [32, 64], "dense": [256, 64], "latent_dim": 2, "kl_weight": 1.0},
@@ -107,8 +107,7 @@ class ConvVAE(Baseline, keras.Model):
             eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
             values = self._terms(target, z_mean, z_log_var, z_mean + tf.exp(0.5 * z_log_var) * eps)
             loss = tf.nn.compute_average_loss(values["loss"])
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        apply_gradients(self, tape, loss)
         return update_trackers(self.trackers, values)
 
     def test_step(self, data):

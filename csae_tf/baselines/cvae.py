@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from csae_tf.baselines.base import Baseline, from_unit, to_unit
-from csae_tf.steps import update_trackers
+from csae_tf.steps import apply_gradients, update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
@@ -78,8 +78,7 @@ class CVAE(Baseline, keras.Model):
             eps = keras.random.normal(tf.shape(z_mean), seed=self.seed_generator)
             values = self._terms(target, onehot, z_mean, z_log_var, z_mean + tf.exp(0.5 * z_log_var) * eps)
             loss = tf.nn.compute_average_loss(values["loss"])
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        apply_gradients(self, tape, loss)
         return update_trackers(self.trackers, values)
 
     def test_step(self, data):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from csae_tf.baselines import kelm
 from csae_tf.baselines.base import Baseline, from_unit, to_unit
-from csae_tf.steps import update_trackers
+from csae_tf.steps import apply_gradients, update_trackers
 
 
 def _bce(target, probs):
@@ -117,8 +117,7 @@ class DDAE(Baseline, keras.Model):
         with tf.GradientTape() as tape:
             values = {"loss": self._stage_loss(data[0], training=True)}
             loss = tf.nn.compute_average_loss(values["loss"])
-        variables = self._stage_variables()
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        apply_gradients(self, tape, loss, variables=self._stage_variables())
         return update_trackers(self.trackers, values)
 
     def test_step(self, data):
@@ -127,18 +126,9 @@ class DDAE(Baseline, keras.Model):
     def default_optimizer(self):
         return keras.optimizers.SGD(self.lr, momentum=0.9)
 
-    def set_stage(self, stage: int) -> None:
-        """Select the autoencoder that `fit` / `evaluate` train and score (1 or 2); recompiles."""
-        self.stage = stage
-        self.compile(optimizer=self.default_optimizer())
-
     def train(self, dataset, epochs: int, verbose: int = 0) -> dict:
         """Layer-wise: `epochs` for each autoencoder, then the closed-form KELM."""
-        history = {}
-        for stage in (1, 2):
-            self.set_stage(stage)
-            history.update({f"ae{stage}_{k}": v for k, v in self.fit(dataset, epochs=epochs, verbose=verbose)
-                            .history.items()})
+        history = self.train_stages(dataset, epochs, ("ae1", "ae2"), verbose)
         self.fit_kelm(dataset)
         return history
 

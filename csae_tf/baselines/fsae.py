@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from csae_tf.baselines.base import Baseline
-from csae_tf.steps import update_trackers
+from csae_tf.steps import apply_gradients, update_trackers
 
 _EPS = 1e-3  # probabilities are clipped to [eps, 1] before the inverse softmax (the seed's eq. 12)
 
@@ -144,26 +144,15 @@ class FSAE(Baseline, keras.Model):
         with tf.GradientTape() as tape:
             values = self._values(images, labels)
             loss = tf.nn.compute_average_loss(values["loss"])
-        variables = self._stage_variables()
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        apply_gradients(self, tape, loss, variables=self._stage_variables())
         return update_trackers(self.trackers, values)
 
     def test_step(self, data):
         return update_trackers(self.trackers, self._values(data[0], tf.cast(data[1], tf.int32)))
 
-    def set_stage(self, stage: int) -> None:
-        """1: train the classifier; 2: train the inverse network with the classifier frozen. Recompiles."""
-        self.stage = stage
-        self.compile(optimizer=self.default_optimizer())
-
     def train(self, dataset, epochs: int, verbose: int = 0) -> dict:
         """`epochs` for the classifier, then `epochs` for the inverse network."""
-        history = {}
-        for stage in (1, 2):
-            self.set_stage(stage)
-            history.update({f"{('classifier', 'inverse')[stage - 1]}_{k}": v
-                            for k, v in self.fit(dataset, epochs=epochs, verbose=verbose).history.items()})
-        return history
+        return self.train_stages(dataset, epochs, ("classifier", "inverse"), verbose)
 
     def predict_labels(self, images):
         return tf.argmax(self.abstract(images)[0], axis=-1, output_type=tf.int32)
