@@ -11,9 +11,18 @@ and variables, so the model loads with `tf.saved_model.load` without this packag
 - ``generate``: ``class_id`` int32 [N], ``seed`` int64 [] -> ``images`` float32 in 0..255, one
   sample per id from that class's latent Gaussian, the dataset's image size
 
+- ``score`` (only when the run has ``ood_threshold.json``, written by ``python -m csae_tf.ood --run RUN
+  --calibrate``): ``images`` -> ``distance``, ``margin``, ``reconstruction``, ``mahalanobis``,
+  ``combined`` float32 [N] (the open-set scores of `csae_tf.ood`, higher = more unusual) and
+  ``known`` bool [N] (the threshold's score <= its threshold). Export does not calibrate by itself,
+  so that it never needs the training data; ``--calibrate`` writes the threshold file first when the
+  run has none.
+
 Images are raw pixels (0..255) at the dataset's size (28x28 for MNIST) or at the model's padded
-size (32x32); the signatures pad and scale them. A malformed request fails with an
-InvalidArgumentError that says what is wrong (rank, channels, image size, class id).
+size (32x32); the signatures pad and scale them. Every signature answers an empty batch with empty
+outputs. A malformed request fails with an InvalidArgumentError that says what is wrong (rank,
+channels, image size, class id). The image shapes come from the run (its model and dataset name),
+never from TFDS, so a run directory exports on a machine without the dataset.
 """
 
 from __future__ import annotations
@@ -35,13 +44,29 @@ class ExportError(RuntimeError):
     """The run or the export directory cannot be used as asked."""
 
 
-def source_shape_of(cfg) -> tuple:
-    """The images' shape as stored in the dataset (before padding), from TFDS's static metadata."""
-    import tensorflow_datasets as tfds
+# Stored (unpadded) image shapes of the datasets whose size the padded model input does not tell.
+SOURCE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1),
+                 "emnist": (28, 28, 1), "emnist/letters": (28, 28, 1), "emnist/balanced": (28, 28, 1),
+                 "emnist/digits": (28, 28, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3),
+                 "svhn_cropped": (32, 32, 3)}
 
-    features = tfds.builder(cfg.dataset, data_dir=cfg.data_dir).info.features
-    key = "image" if "image" in features else next(iter(features))
-    return tuple(int(s) for s in features[key].shape)
+
+def source_shape_of(cfg, model=None) -> tuple:
+    """The images' shape as stored in the dataset (before padding), from the run alone (no TFDS).
+
+    A linear model's input is the stored shape; a conv model pads to a multiple of 8, so its stored
+    shape is that of the run's dataset when known, else the padded input itself (images are then
+    accepted at that size only).
+    """
+    if model is not None and getattr(model, "arch", "conv") != "conv":
+        return tuple(model.image_shape)
+    shape = SOURCE_SHAPES.get(cfg.dataset)
+    if shape is not None and (model is None or (shape[2] == model.image_shape[2] and all(
+            s <= m for s, m in zip(shape[:2], model.image_shape[:2])))):
+        return shape
+    if model is None:
+        raise ExportError(f"unknown image shape of dataset {cfg.dataset!r}")
+    return tuple(model.image_shape)
 
 
 def load_run(run_dir: str | Path):
@@ -54,16 +79,17 @@ def load_run(run_dir: str | Path):
         if not (run_dir / name).exists():
             raise ExportError(f"{run_dir} has no {name}: export needs a finished `python -m csae_tf.fit` run")
     model = keras.models.load_model(run_dir / "model.keras")
-    return model, source_shape_of(FitConfig.load(run_dir / "config.json"))
+    return model, source_shape_of(FitConfig.load(run_dir / "config.json"), model)
 
 
 class _Signatures:
     """The serving functions of one model; `source_shape` is the dataset's unpadded (h, w, C)."""
 
-    def __init__(self, model, source_shape: tuple):
+    def __init__(self, model, source_shape: tuple, threshold: dict | None = None):
         from csae_tf.data import from_model_output, to_model_input
 
         self.model = model
+        self.threshold = threshold
         self.image_shape = tuple(model.image_shape)
         self.source_shape = tuple(source_shape)
         if self.source_shape[2] != self.image_shape[2] or any(
@@ -117,8 +143,19 @@ class _Signatures:
         x = tf.switch_case(branch, [rejected] + [at(size) for size in self.sizes])
         return x, tf.equal(branch, 1 + self.sizes.index(self.source_shape[:2]))
 
+    @staticmethod
+    def _nonempty(batch, fn):
+        """fn(batch), also for an empty batch: the network (its fused batch normalisation fails on zero
+        images) then runs on one zero item and every output is cut back to the batch's length."""
+        n = tf.shape(batch)[0]
+        padded = tf.cond(n > 0, lambda: batch, lambda: tf.zeros(tf.concat([[1], tf.shape(batch)[1:]], 0), batch.dtype))
+        return tf.nest.map_structure(lambda t: t[:n], fn(padded))
+
     def classify(self, images):
         x, _ = self._checked(images)
+        return self._nonempty(x, self._classify)
+
+    def _classify(self, x):
         latent = self.model.encode(x)  # CSAE.classify, but sharing one encoder pass with the `latent` output
         distances = tf.sqrt(tf.maximum(self.model.pedcc(latent), 0.0))
         return {"label": tf.argmin(distances, axis=-1, output_type=tf.int64), "distances": distances,
@@ -126,11 +163,20 @@ class _Signatures:
 
     def encode(self, images):
         x, _ = self._checked(images)
-        return {"latent": self.model.encode(x)}
+        return self._nonempty(x, lambda x: {"latent": self.model.encode(x)})
+
+    def score(self, images):
+        from csae_tf import ood
+
+        x, _ = self._checked(images)
+        record = self.threshold
+        values = self._nonempty(x, lambda x: ood.score_tensors(self.model, x, record.get("classes"),
+                                                               record["weights"]))
+        return {**values, "known": tf.less_equal(values[record["score"]], float(record["threshold"]))}
 
     def reconstruct(self, images):
         x, is_source = self._checked(images)
-        y = self.model.reconstruct(x)
+        y = self._nonempty(x, self.model.reconstruct)
         if len(self.sizes) == 1:
             return {"reconstruction": self._from_model_output(y, self.image_shape)}
         return {"reconstruction": tf.cond(is_source, lambda: self._from_model_output(y, self.source_shape),
@@ -145,20 +191,39 @@ class _Signatures:
             # Clipped so that no op but the assertion can fail on a bad id (and it does fail the call).
             class_id = tf.clip_by_value(class_id, 0, n - 1)
         # The model's generator takes a pair of int32 seeds: the two halves of the int64 seed, bit for bit.
-        images = self.model.generate(class_id, seed=tf.bitcast(seed, tf.int32))
+        images = self._nonempty(class_id, lambda ids: self.model.generate(ids, seed=tf.bitcast(seed, tf.int32)))
         return {"images": self._from_model_output(images, self.source_shape)}
 
 
-def build_archive(model, source_shape: tuple) -> keras.export.ExportArchive:
-    """An ExportArchive of `model` with the classify (first: serving_default), encode, reconstruct, generate."""
-    fns = _Signatures(model, source_shape)
+def build_archive(model, source_shape: tuple, threshold: dict | None = None) -> keras.export.ExportArchive:
+    """An ExportArchive of `model` with the classify (first: serving_default), encode, reconstruct, generate
+    and, given an open-set `threshold` record (`csae_tf.ood.calibrate`), score signatures."""
+    fns = _Signatures(model, source_shape, threshold)
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name in ("classify", "encode", "reconstruct"):
         archive.add_endpoint(name, getattr(fns, name), input_signature=[fns.input_spec()])
     archive.add_endpoint("generate", fns.generate, input_signature=[
         tf.TensorSpec([None], tf.int32, name="class_id"), tf.TensorSpec([], tf.int64, name="seed")])
+    if threshold is not None:
+        archive.add_endpoint("score", fns.score, input_signature=[fns.input_spec()])
     return archive
+
+
+def threshold_of(run_dir: str | Path, calibrate: bool = False) -> dict | None:
+    """The run's open-set threshold record (RUN/ood_threshold.json); None when it has none, unless
+    `calibrate`, which writes it first (reading the run's validation images)."""
+    from csae_tf import ood
+    from csae_tf.data import DataError
+    from csae_tf.runs import RunDirError
+
+    path = Path(run_dir) / ood.THRESHOLD_FILE
+    try:
+        if not path.exists():
+            return ood.calibrate(run_dir) if calibrate else None
+        return ood.load_threshold(path)
+    except (ood.OodError, DataError, RunDirError) as err:
+        raise ExportError(str(err)) from None
 
 
 def next_version(base: Path) -> int:
@@ -167,8 +232,11 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def export(run_dir: str | Path, output: str | Path, version: int | None = None, overwrite: bool = False) -> Path:
+def export(run_dir: str | Path, output: str | Path, version: int | None = None, overwrite: bool = False,
+           calibrate: bool = False) -> Path:
     """Export the run's model to ``output/<version>/``; return that folder.
+
+    The ``score`` signature is added when the run has an open-set threshold (`threshold_of`).
 
     The SavedModel is written to a hidden folder and renamed into place, so a TF Serving instance
     watching `output` never sees a half-written version.
@@ -181,14 +249,17 @@ def export(run_dir: str | Path, output: str | Path, version: int | None = None, 
     if target.exists() and not overwrite:
         raise ExportError(f"{target} exists: pass another --version or --overwrite")
     model, source_shape = load_run(run_dir)
+    threshold = threshold_of(run_dir, calibrate)
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        build_archive(model, source_shape).write_out(str(tmp), verbose=False)
+        build_archive(model, source_shape, threshold).write_out(str(tmp), verbose=False)
         info = {"run": str(Path(run_dir).resolve()), "num_classes": model.num_classes,
                 "latent_dim": model.latent_dim, "image_shape": list(model.image_shape),
-                "source_shape": list(source_shape), "signatures": list(SIGNATURES)}
+                "source_shape": list(source_shape),
+                "signatures": list(SIGNATURES) + (["score"] if threshold is not None else []),
+                "ood_threshold": threshold}
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / "csae.json").write_text(json.dumps(info, indent=2) + "\n")
         if target.exists():
@@ -206,17 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="export base directory; the model goes to OUTPUT/VERSION")
     parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT/VERSION")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="write RUN/ood_threshold.json first when missing (needs the run's training data), "
+                             "so that the export gets the score signature")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        target = export(args.run, args.output, args.version, args.overwrite)
+        target = export(args.run, args.output, args.version, args.overwrite, args.calibrate)
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"exported {args.run} to {target} (signatures: {', '.join(SIGNATURES)})")
+    signatures = json.loads((target / "assets.extra" / "csae.json").read_text())["signatures"]
+    print(f"exported {args.run} to {target} (signatures: {', '.join(signatures)})")
+    if "score" not in signatures:
+        print("no score signature: the run has no ood_threshold.json (python -m csae_tf.ood --run RUN --calibrate, "
+              "or export with --calibrate)")
     return 0
 
 
