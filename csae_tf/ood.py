@@ -233,12 +233,15 @@ def validation_images(cfg, *, data_dir=None, manual_dir=None, size: int | None =
 def read_images(path: str | Path) -> np.ndarray:
     """uint8 images (N, h, w, C) from a .npy / .npz file (key x, images or its only array) or a folder /
     single PNG or JPEG file."""
-    try:
+    try:  # the project's one input contract for user images, where present
         from csae_tf import images as images_module
     except ImportError:
         images_module = None
     if images_module is not None and hasattr(images_module, "read_images"):
-        return np.asarray(images_module.read_images(path))
+        try:
+            return np.asarray(images_module.read_images(path))
+        except images_module.ImageError as err:
+            raise OodError(f"--out {err}") from None
     path = Path(path)
     if not path.exists():
         raise OodError(f"--out {path}: no such file or folder")
@@ -574,10 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     from csae_tf.data import DataError
     from csae_tf.runs import RunDirError
 
+    try:
+        from csae_tf.errors import CsaeError
+    except ImportError:
+        CsaeError = OodError  # noqa: N806  (before csae_tf.errors existed)
+
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (OodError, RunDirError, DataError, ConfigError) as err:
+    except (OodError, RunDirError, DataError, ConfigError, CsaeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
