@@ -36,5 +36,5 @@ setup(
         "test": ["pytest>=8", "ruff>=0.6"],
         "benchmarks": ["torch==2.13.0"],
     },
-    entry_points={"console_scripts": ["csae-fit=csae_tf.fit:main"]},
+    entry_points={"console_scripts": ["csae=csae_tf.cli:main", "csae-fit=csae_tf.fit:main"]},
 )

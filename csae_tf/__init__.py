@@ -1,13 +1,45 @@
 """csae-tf: the Classification Supervised Auto-Encoder on predefined evenly-distributed class centroids.
 
 Importing the package registers its Keras classes, so `keras.models.load_model("model.keras")` works.
+The one exception is the `csae` command itself: it imports them (and TensorFlow) only once a
+subcommand runs, so that `csae --help` answers at once.
 """
 
-from csae_tf import layers, schedules  # noqa: F401  (registers serializable classes)
-from csae_tf.config import FitConfig
-from csae_tf.data import load_datasets
-from csae_tf.models import CSAE, build_model
-from csae_tf.pedcc import generate as generate_centroids
+import sys as _sys
+from pathlib import Path as _Path
 
-__all__ = ["CSAE", "FitConfig", "build_model", "generate_centroids", "load_datasets"]
+from csae_tf.predictor import load
+
+__all__ = ["CSAE", "FitConfig", "build_model", "generate_centroids", "load", "load_datasets"]
 __version__ = "0.1.0"
+
+
+def import_all() -> None:
+    """Import the public names, registering the Keras classes (this loads TensorFlow)."""
+    from csae_tf import layers, schedules  # noqa: F401  (registers serializable classes)
+    from csae_tf.config import FitConfig
+    from csae_tf.data import load_datasets
+    from csae_tf.models import CSAE, build_model
+    from csae_tf.pedcc import generate as generate_centroids
+
+    globals().update(CSAE=CSAE, FitConfig=FitConfig, build_model=build_model,
+                     generate_centroids=generate_centroids, load_datasets=load_datasets)
+
+
+def _in_front_door() -> bool:
+    """Whether this process is the `csae` command (its console script, or python -m csae_tf.cli)."""
+    argv = list(getattr(_sys, "orig_argv", ()))
+    script = getattr(_sys.modules.get("__main__"), "__file__", None) or ""
+    return (_Path(script).stem == "csae" or "-mcsae_tf.cli" in argv
+            or any(a == "-m" and b == "csae_tf.cli" for a, b in zip(argv, argv[1:])))
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        import_all()
+        return globals()[name]
+    raise AttributeError(f"module 'csae_tf' has no attribute {name!r}")
+
+
+if not _in_front_door():
+    import_all()

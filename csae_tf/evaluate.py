@@ -31,9 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf import data, viz
-from csae_tf.data import DataError
+from csae_tf.errors import command, output_dir
 from csae_tf.generate import generate_samples, sample_grid, trained_classes
+from csae_tf.models import nearest_centroid
 from csae_tf.runs import RunDirError, check_images, dataset_split, encode_and_reconstruct, first_of_each_class, load_run
+
+BATCH = 1024  # latent codes per distance computation: memory BATCH x classes, whatever the test set's size
+MAX_HEATMAP_CLASSES = 100  # larger confusion / distance matrices are written to the JSON only
 
 
 def model_losses(model, images: np.ndarray, labels: np.ndarray, info, batch: int = 500) -> dict:
@@ -57,6 +61,36 @@ def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([pad(left), pad(right)], axis=1)
 
 
+def nearest_labels(latent: np.ndarray, centroids: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """The nearest centroid of each latent code, `batch` codes at a time (never an (N, classes, d) array)."""
+    parts = [nearest_centroid(latent[i:i + batch], centroids) for i in range(0, len(latent), batch)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of `points` (n, d) by the matmul form: memory n x n, not n x n x d.
+
+    Rows of NaN (absent classes) give NaN distances.
+    """
+    p = np.asarray(points, np.float64)
+    squares = (p**2).sum(1)
+    d2 = squares[:, None] - 2 * p @ p.T + squares[None, :]
+    distances = np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(distances, np.where(np.isnan(squares), np.nan, 0.0))
+    return distances
+
+
+def class_mean_distances(latent: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Distances between the classes' mean latent codes (paper Fig. 9); NaN for classes absent from `labels`."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    sums = np.zeros((num_classes, latent.shape[1]))
+    np.add.at(sums, labels, latent)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return pairwise_distances(means)
+
+
 def _off_diagonal(matrix: np.ndarray, classes) -> np.ndarray:
     sub = matrix[np.ix_(classes, classes)]
     return sub[~np.eye(len(classes), dtype=bool)]
@@ -75,27 +109,29 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
     images = check_images(images, model, f"test split of {info.name}")
     if labels.max() >= n:
         raise RunDirError(f"{info.name} has labels up to {labels.max()} but the model has only {n} classes")
-    out = Path(output) if output else Path(run_dir) / ("evaluation" if own else f"evaluation_{info.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(output if output else Path(run_dir) / ("evaluation" if own else f"evaluation_{info.name}"),
+                     "--output")
 
     latent, reconstructions, errors = encode_and_reconstruct(model, images)
-    centroids = model.pedcc.centroids.numpy()
-    d2 = ((latent[:, None, :] - centroids[None]) ** 2).sum(-1)
-    predicted = d2.argmin(1)
+    centroids = np.asarray(model.pedcc.centroids)
+    predicted = nearest_labels(latent, centroids)
     accuracy = float(np.mean(predicted == labels))
     losses = model_losses(model, images, labels, info)
     confusion = confusion_matrix(labels, predicted, n)
     present = sorted(int(c) for c in np.unique(labels))
-    mean_distances = viz.class_mean_distances(latent, labels, n)
-    pedcc_distances = viz.pairwise_distances(centroids)
+    mean_distances = class_mean_distances(latent, labels, n)
+    pedcc_distances = pairwise_distances(centroids)
 
-    # Figures.
+    # Figures (the matrices only while a heat-map of them stays legible and small).
     names = [str(c) for c in range(n)]
-    viz.save_png(viz.heatmap(confusion.astype(float), f"confusion ({info.name} test)", names, fmt="{:.0f}"),
-                 out / "confusion.png")
-    viz.save_png(_side_by_side(viz.heatmap(mean_distances, "distances of class-mean latent codes", names),
-                               viz.heatmap(pedcc_distances, "distances of PEDCC centroids", names)),
-                 out / "distances.png")
+    files = ["evaluation.json"]
+    if n <= MAX_HEATMAP_CLASSES:
+        viz.save_png(viz.heatmap(confusion.astype(float), f"confusion ({info.name} test)", names, fmt="{:.0f}"),
+                     out / "confusion.png")
+        viz.save_png(_side_by_side(viz.heatmap(mean_distances, "distances of class-mean latent codes", names),
+                                   viz.heatmap(pedcc_distances, "distances of PEDCC centroids", names)),
+                     out / "distances.png")
+        files += ["confusion.png", "distances.png"]
     picks = first_of_each_class(labels, present)[:20]
     viz.save_png(viz.image_grid(np.concatenate([data.to_model_input(images[picks], tuple(model.image_shape)).numpy(),
                                                 reconstructions[picks]]), 2, len(picks)),
@@ -103,7 +139,8 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
     gen_classes = trained_classes(cfg, model)
     generated, ids = generate_samples(model, gen_classes, per_class, seed)
     viz.save_png(sample_grid(generated, len(gen_classes)), out / "generated.png")
-    generated_accuracy = float(np.mean(np.asarray(model.classify(generated)[0]) == ids))
+    codes = [np.asarray(model.encode(generated[i:i + 500])) for i in range(0, len(generated), 500)]
+    generated_accuracy = float(np.mean(nearest_labels(np.concatenate(codes), centroids) == ids))
 
     off_mean, off_pedcc = _off_diagonal(mean_distances, present), _off_diagonal(pedcc_distances, present)
     report = {
@@ -121,7 +158,7 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
         "pedcc_distance_std": float(off_pedcc.std()) if off_pedcc.size else None,
         "generated_seed": seed, "generated_per_class": per_class,
         "generated_classified_as_their_class": generated_accuracy,
-        "files": ["evaluation.json", "confusion.png", "distances.png", "reconstruction.png", "generated.png"],
+        "files": files + ["reconstruction.png", "generated.png"],
         "output": str(out),
     }
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -158,16 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.test_limit is not None and args.test_limit < 1:
-            raise RunDirError("--test-limit must be >= 1")
-        report = evaluate(args.run, dataset=args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                          limit=args.test_limit, output=args.output, seed=args.seed, per_class=args.per_class)
-    except (RunDirError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.test_limit is not None and args.test_limit < 1:
+        raise RunDirError("--test-limit must be >= 1")
+    if args.per_class < 1:
+        raise RunDirError("--per-class must be >= 1")
+    report = evaluate(args.run, dataset=args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                      limit=args.test_limit, output=args.output, seed=args.seed, per_class=args.per_class)
     print(format_report(report))
     return 0
 

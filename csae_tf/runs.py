@@ -10,9 +10,11 @@ import numpy as np
 
 from csae_tf import data
 from csae_tf.config import ConfigError, FitConfig
+from csae_tf.errors import CsaeError, message
+from csae_tf.images import ImageError, for_model
 
 
-class RunDirError(RuntimeError):
+class RunDirError(CsaeError):
     """The run directory or the images given cannot be used; the message says why."""
 
 
@@ -20,9 +22,11 @@ def load_run(run_dir: str | Path):
     """(FitConfig, CSAE) of a finished run directory."""
     import keras
 
-    import csae_tf  # noqa: F401  (registers the Keras classes)
+    import csae_tf.models  # noqa: F401  (registers the Keras classes)
 
     run = Path(run_dir)
+    if run.is_file():
+        raise RunDirError(f"{run} is a file, not a run directory (a folder written by csae fit)")
     if not run.is_dir():
         raise RunDirError(f"run directory {run} does not exist")
     try:
@@ -32,29 +36,19 @@ def load_run(run_dir: str | Path):
     if not (run / "model.keras").exists():
         raise RunDirError(f"{run} has no model.keras: its training has not finished (rerun python -m csae_tf.fit "
                           f"with --output {run} to finish it)")
-    model = keras.models.load_model(run / "model.keras")
+    try:
+        model = keras.models.load_model(run / "model.keras")
+    except Exception as err:  # a truncated or foreign file: Keras raises whatever its reader met
+        raise RunDirError(f"{run / 'model.keras'} cannot be loaded ({message(err)[:300]})") from None
     return cfg, model
 
 
 def check_images(images: np.ndarray, model, what: str) -> np.ndarray:
-    """Accept (N, h, w) or (N, h, w, C) images in 0..255 that pad to the model's input; return (N, h, w, C) uint8."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    want = tuple(model.image_shape)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise RunDirError(f"{what}: expected images shaped (N, H, W) or (N, H, W, C), got {images.shape}")
-    padded = data.padded_shape(tuple(images.shape[1:]), model.arch)
-    if padded != want or images.shape[1] > want[0] or images.shape[2] > want[1]:
-        raise RunDirError(f"{what}: images of shape {tuple(images.shape[1:])} do not fit the model's input {want} "
-                          f"(the model pads its training images to {want})")
-    if not np.issubdtype(images.dtype, np.integer):
-        if np.nanmin(images) < 0 or np.nanmax(images) > 255:
-            raise RunDirError(f"{what}: pixel values must lie in 0..255")
-        images = np.round(images)
-    elif images.min() < 0 or images.max() > 255:
-        raise RunDirError(f"{what}: pixel values must lie in 0..255")
-    return images.astype(np.uint8)
+    """The input contract of `csae_tf.images` for this model: (N, h, w, C) uint8, or a RunDirError."""
+    try:
+        return for_model(images, model, what)
+    except ImageError as err:  # callers catch RunDirError
+        raise RunDirError(str(err)) from None
 
 
 def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = None, data_dir: str | None = None,

@@ -37,10 +37,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from csae_tf.errors import CsaeError, command, output_dir
+from csae_tf.runs import load_run
+
 SIGNATURES = ("serving_default", "classify", "encode", "reconstruct", "generate")
 
 
-class ExportError(RuntimeError):
+class ExportError(CsaeError):
     """The run or the export directory cannot be used as asked."""
 
 
@@ -67,19 +70,6 @@ def source_shape_of(cfg, model=None) -> tuple:
     if model is None:
         raise ExportError(f"unknown image shape of dataset {cfg.dataset!r}")
     return tuple(model.image_shape)
-
-
-def load_run(run_dir: str | Path):
-    """(model, source_shape) of a finished run directory (``model.keras`` and ``config.json``)."""
-    import csae_tf  # noqa: F401  (registers the Keras classes)
-    from csae_tf.config import FitConfig
-
-    run_dir = Path(run_dir)
-    for name in ("model.keras", "config.json"):
-        if not (run_dir / name).exists():
-            raise ExportError(f"{run_dir} has no {name}: export needs a finished `python -m csae_tf.fit` run")
-    model = keras.models.load_model(run_dir / "model.keras")
-    return model, source_shape_of(FitConfig.load(run_dir / "config.json"), model)
 
 
 class _Signatures:
@@ -248,16 +238,17 @@ def export(run_dir: str | Path, output: str | Path, version: int | None = None, 
     target = base / str(version)
     if target.exists() and not overwrite:
         raise ExportError(f"{target} exists: pass another --version or --overwrite")
-    model, source_shape = load_run(run_dir)
+    cfg, model = load_run(run_dir)
+    source_shape = source_shape_of(cfg, model)
     threshold = threshold_of(run_dir, calibrate)
-    base.mkdir(parents=True, exist_ok=True)
+    output_dir(base, "--output")
     tmp = base / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         build_archive(model, source_shape, threshold).write_out(str(tmp), verbose=False)
         info = {"run": str(Path(run_dir).resolve()), "num_classes": model.num_classes,
                 "latent_dim": model.latent_dim, "image_shape": list(model.image_shape),
-                "source_shape": list(source_shape),
+                "source_shape": list(source_shape), "arch": model.arch, "dataset": cfg.dataset,
                 "signatures": list(SIGNATURES) + (["score"] if threshold is not None else []),
                 "ood_threshold": threshold}
         (tmp / "assets.extra").mkdir(exist_ok=True)
@@ -283,13 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        target = export(args.run, args.output, args.version, args.overwrite, args.calibrate)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    target = export(args.run, args.output, args.version, args.overwrite, args.calibrate)
     signatures = json.loads((target / "assets.extra" / "csae.json").read_text())["signatures"]
     print(f"exported {args.run} to {target} (signatures: {', '.join(signatures)})")
     if "score" not in signatures:
