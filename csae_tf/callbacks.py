@@ -13,15 +13,20 @@ from csae_tf import viz
 
 
 class EpochStats(keras.callbacks.Callback):
-    """Adds the epoch's wall time and learning rate to the logs (so history.csv and TensorBoard get them)."""
+    """Adds the epoch's wall time and learning rate to the logs (so history.csv and TensorBoard get them).
+
+    The learning rate is the one of the epoch's first step (read when the epoch begins): at its end
+    the optimizer already holds the next epoch's.
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["seconds"] = time.time() - self._start
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = self._rate
 
 
 # --- TensorBoard monitoring: images, centroid geometry, latent projector, hparams ---
@@ -231,16 +236,19 @@ class HParamsSummary(keras.callbacks.Callback):
                     tf.summary.scalar(f"final/{name}", float(logs[name]))
 
 
-def monitoring_callbacks(cfg, info, test, log_dir, figures_dir) -> list[keras.callbacks.Callback]:
+def monitoring_callbacks(cfg, info, shown, train, log_dir, figures_dir) -> list[keras.callbacks.Callback]:
     """The TensorBoard image, projector and hparams callbacks of a run (add them only where logs are written).
 
-    `test` is the batched test pipeline (model-scale images); the per-class Gaussians behind the generated
-    grid are refit at each image epoch on the first GAUSSIAN_LIMIT training images, un-augmented.
+    `shown` (`data.Arrays`, the validation images) gives the reconstructions, class-mean distances and the
+    projector; the per-class Gaussians behind the generated grid are refit at each image epoch on the
+    first GAUSSIAN_LIMIT images of `train` (un-augmented). The test split is never read here.
     """
     from csae_tf import data
 
     log_dir = Path(log_dir)
-    images, labels = data.as_numpy(test.unbatch().take(max(GEOMETRY_LIMIT, PROJECTOR_LIMIT)).batch(500))
+    limit = max(GEOMETRY_LIMIT, PROJECTOR_LIMIT)
+    images = np.asarray(data.to_model_input(shown.images[:limit], info.image_shape))
+    labels = shown.labels[:limit]
     hparams = {k: getattr(cfg, k) for k in HPARAM_FIELDS}
     callbacks = [
         HParamsSummary(log_dir / "hparams", hparams, trial_id=Path(cfg.output).name),
@@ -248,10 +256,8 @@ def monitoring_callbacks(cfg, info, test, log_dir, figures_dir) -> list[keras.ca
                         info.source_shape, info.class_names),
     ]
     if cfg.image_every:
-        limit = min(cfg.train_limit or GAUSSIAN_LIMIT, GAUSSIAN_LIMIT)
-        train = data.load_split(data.prepare(cfg.dataset, cfg.data_dir), "train", limit=limit, classes=cfg.classes)
         callbacks.insert(0, ImageSummaries(
             log_dir / "images", figures_dir, images[:GEOMETRY_LIMIT], labels[:GEOMETRY_LIMIT],
-            data.pipeline(train, info, 512, training=False), info.source_shape,
+            data.evaluation_pipeline(train.take(slice(0, GAUSSIAN_LIMIT)), info, 512), info.source_shape,
             classes=cfg.classes or range(info.num_classes), every=cfg.image_every, seed=cfg.seed))
     return callbacks

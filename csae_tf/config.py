@@ -15,14 +15,36 @@ import typing
 from pathlib import Path
 
 ARCHS = ("conv", "linear")
-EDGE_LOSSES = ("laplacian", "sobel", "none")
+EDGE_LOSSES = ("laplacian", "sobel", "sobel-per-example", "none")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT = ("auto", "on", "off")
+
+# Named recipes: `--preset NAME` sets these fields; explicit flags (and --config files) override them.
+PRESETS: dict[str, dict] = {
+    # the paper's CSAE-C protocol: SGD 0.1, momentum 0.9, decay 5e-4, 120 epochs, /10 every 30
+    "paper-c": dict(arch="conv", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, epochs=120,
+                    schedule="step", lr_step_epochs=30, warmup_epochs=0.0, batch_size=128, augment=False),
+    # the paper's CSAE-L protocol: 784-400-d, Adam 1e-3, 200 epochs
+    "paper-l": dict(arch="linear", optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=200, schedule="constant",
+                    warmup_epochs=0.0, batch_size=128, augment=False),
+    # the fastest recipe to 99% MNIST test accuracy: one-cycle SGD over 3 epochs (benchmarks/time_to_accuracy.py)
+    "fast": dict(arch="conv", optimizer="sgd", lr=0.1, momentum=0.9, epochs=3, schedule="onecycle",
+                 warmup_epochs=0.2, batch_size=128, image_every=0),
+}
+# Fields that do not change what is trained: a resumed run may change them.
+RUNTIME_FIELDS = ("verbose", "output", "logdir", "image_every", "manual_dir", "data_dir", "epochs", "save_freq",
+                  "steps_per_execution", "jit_compile", "preset")
 
 
 class ConfigError(ValueError):
     """A configuration value the run cannot use; its message is shown to the user as is."""
+
+
+def _describe(values: dict) -> str:
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
 
 
 def _field(default, help: str, choices=None, flag: bool = True):
@@ -39,6 +61,8 @@ class FitConfig:
     manual_dir: str | None = _field(None, "folder holding the original dataset files, for offline preparation")
     train_limit: int | None = _field(None, "use only the first N training examples")
     test_limit: int | None = _field(None, "use only the first N test examples")
+    validation_split: float = _field(5000, "training images held out for validation (a count, or a fraction < 1; "
+                                     "seeded, the same after a resume); 0 trains on all of them and logs no val_*")
     classes: list[int] | None = _field(None, "train on these class ids only, e.g. 0,1,2,3,4 (others held out)")
     augment: bool = _field(False, "random +-2 pixel shifts of training images (not in the paper)")
     flip: bool = _field(False, "random horizontal flips of training images, for classes that mirror (e.g. "
@@ -64,8 +88,12 @@ class FitConfig:
                            "constant", SCHEDULES)
     lr_step_epochs: int = _field(30, "epochs between /10 steps of the step schedule")
     warmup_epochs: float = _field(0.0, "linear warm-up epochs before the schedule")
-    steps_per_execution: int = _field(1, "training steps run per call into TensorFlow")
-    seed: int = _field(0, "seed for PEDCC, weights, shuffling and noise")
+    steps_per_execution: int = _field(0, "training steps run per call into TensorFlow (0: chosen automatically)")
+    precision: str = _field("float32", "compute precision (Keras mixed-precision policy); centroids and losses "
+                            "stay float32", PRECISIONS)
+    jit_compile: str = _field("auto", "XLA compilation of the train step: auto uses it on GPUs only", JIT)
+    deterministic: bool = _field(False, "TensorFlow op determinism: reruns and resumed runs equal bit for bit")
+    seed: int = _field(0, "seed for PEDCC, weights, shuffling, augmentation and noise")
     # --- distribution ---
     strategy: str = _field("auto", "tf.distribute strategy: auto picks mirrored when >1 GPU is visible",
                            STRATEGIES)
@@ -76,7 +104,11 @@ class FitConfig:
     output: str = _field("runs/csae", "run directory: model, config, centroids, history, checkpoints, metrics")
     logdir: str | None = _field(None, "TensorBoard log directory (default: OUTPUT/logs)")
     image_every: int = _field(1, "write image summaries every N epochs (0: never)")
-    verbose: int = _field(1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch")
+    verbose: int = _field(1, "progress output: 0 silent, 1 progress bar on a terminal (one line per epoch "
+                          "otherwise), 2 one line per epoch and TensorFlow's own log lines")
+    preset: str | None = _field(None, "a named recipe whose values explicit flags override: "
+                                + "; ".join(f"{k}: {_describe(v)}" for k, v in PRESETS.items()),
+                                tuple(PRESETS))
 
     def validate(self) -> FitConfig:
         """Raise ConfigError with a one-line message for any value out of range."""
@@ -88,7 +120,8 @@ class FitConfig:
             (self.lr > 0, f"--lr must be > 0 (got {self.lr})"),
             (self.lambda1 >= 0 and self.lambda2 >= 0, "--lambda1 and --lambda2 must be >= 0"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
-            (self.steps_per_execution >= 1, "--steps-per-execution must be >= 1"),
+            (self.steps_per_execution >= 0, "--steps-per-execution must be >= 0 (0: automatic)"),
+            (self.validation_split >= 0, f"--validation-split must be >= 0 (got {self.validation_split})"),
             (self.lr_step_epochs >= 1, "--lr-step-epochs must be >= 1"),
             (self.image_every >= 0, "--image-every must be >= 0"),
             (self.train_limit is None or self.train_limit >= 1, "--train-limit must be >= 1"),
@@ -99,7 +132,7 @@ class FitConfig:
         ]
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            if choices and getattr(self, f.name) not in choices and not (f.name == "preset" and self.preset is None):
                 checks.append((False, f"--{_flag(f.name)} must be one of {', '.join(choices)} "
                                       f"(got {getattr(self, f.name)!r})"))
         for ok, message in checks:
@@ -124,15 +157,23 @@ class FitConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> FitConfig:
-        try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a JSON object")
-        return cls.from_dict(values)
+        return cls.from_dict(_read_json(path))
+
+
+def _read_json(path: str | Path) -> dict:
+    """The JSON object of a config file, with one-line errors for every way it can be wrong."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a JSON file")
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return values
 
 
 def _flag(name: str) -> str:
@@ -167,8 +208,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=FitConfig, skip: t
         hint = hints[f.name]
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args else hint
-        kwargs = {"default": None, "dest": f.name,
-                  "help": f"{f.metadata['help']} (default: {getattr(defaults, f.name)})"}
+        default = getattr(defaults, f.name)
+        shown = "" if default is None else f" (default: {default})"
+        kwargs = {"default": None, "dest": f.name, "help": f"{f.metadata['help']}{shown}"}
         if base is bool:
             kwargs.update(nargs="?", const=True, type=_parse_bool, metavar="BOOL")
         elif typing.get_origin(base) is list:
@@ -182,10 +224,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=FitConfig, skip: t
 
 
 def config_from_args(args: argparse.Namespace, cls=FitConfig) -> FitConfig:
-    """defaults -> --config file -> explicit flags, then validate."""
-    values = cls.load(args.config).to_dict() if getattr(args, "config", None) else cls().to_dict()
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
+    """defaults -> --preset -> --config file -> explicit flags, then validate."""
+    from_file = _read_json(args.config) if getattr(args, "config", None) else {}
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    preset = flags.get("preset") or from_file.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+    values = {**cls().to_dict(), **PRESETS.get(preset, {}), **from_file, **flags}
     return cls.from_dict(values).validate()

@@ -3,7 +3,8 @@ over the global batch.
 
 - Loss1 `centroid_loss`: MSE between the latent code and its class's PEDCC centroid.
 - Loss2 `reconstruction_loss`: per-pixel MSE between the reconstruction and the input.
-- Loss3 `laplacian_loss` (the paper) or `sobel_energy_loss` (the authors' code).
+- Loss3 `laplacian_loss` (the paper), `sobel_energy_loss` (the authors' code, batch-level) or
+  `sobel_per_example_loss`.
 """
 
 from __future__ import annotations
@@ -41,16 +42,35 @@ def laplacian_loss(x_rec: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(_filter(x_rec - x, LAPLACIAN)), axis=[1, 2, 3])
 
 
-def sobel_energy_loss(x_rec: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    """Loss3 (authors' code): 0.02 * |mean(S(x)^2) - mean(S(x*)^2)|, S = Sobel_x + Sobel_y.
+def _edge_energy(images: tf.Tensor) -> tf.Tensor:
+    """Per-example mean of (S * x)^2, S = Sobel_x + Sobel_y."""
+    return tf.reduce_mean(tf.square(_filter(images, SOBEL_SUM)), axis=[1, 2, 3])
 
-    The authors take the means over the whole batch; here they are taken per example, so the
-    loss stays a per-example quantity that averages correctly across replicas.
+
+def sobel_energy_loss(x_rec: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """Loss3 (authors' code): 0.02 * |E(x) - E(x*)|, E the mean of (S * images)^2 over the whole global batch.
+
+    Returned per example so that it averages like the other losses: example i contributes
+    0.02 * sign * (E_i(x) - E_i(x*)), where sign is that of the global-batch difference (summed across
+    replicas). The global-batch mean of these is exactly the authors' batch-level loss, and so is its gradient.
     """
-    energy = lambda images: tf.reduce_mean(tf.square(_filter(images, SOBEL_SUM)), axis=[1, 2, 3])  # noqa: E731
-    return SOBEL_WEIGHT * tf.abs(energy(x) - energy(x_rec))
+    difference = _edge_energy(x) - _edge_energy(x_rec)
+    total = tf.reduce_sum(difference)
+    replica = tf.distribute.get_replica_context()
+    if replica is not None and replica.num_replicas_in_sync > 1:
+        total = replica.all_reduce("SUM", total)
+    return SOBEL_WEIGHT * tf.stop_gradient(tf.sign(total)) * difference
+
+
+def sobel_per_example_loss(x_rec: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """Loss3, per-example variant of the authors' form: 0.02 * |E_i(x) - E_i(x*)| for each example i."""
+    return SOBEL_WEIGHT * tf.abs(_edge_energy(x) - _edge_energy(x_rec))
+
+
+EDGE_LOSSES = {"laplacian": laplacian_loss, "sobel": sobel_energy_loss, "sobel-per-example": sobel_per_example_loss,
+               "none": None}
 
 
 def edge_loss(kind: str):
-    """The Loss3 function named by `kind` (laplacian, sobel), or None for none."""
-    return {"laplacian": laplacian_loss, "sobel": sobel_energy_loss, "none": None}[kind]
+    """The Loss3 function named by `kind` (laplacian, sobel, sobel-per-example), or None for none."""
+    return EDGE_LOSSES[kind]

@@ -10,14 +10,19 @@ def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=N
     """One optimizer step on `loss` (already divided by the global batch), with coupled L2 decay.
 
     The decay is added to the gradients as PyTorch's SGD does; each replica adds `wd / replicas`
-    because the optimizer sums the replicas' gradients.
+    because the optimizer sums the replicas' gradients. Under float16 the loss is scaled
+    (`LossScaleOptimizer`), and the decay is scaled alike, since the optimizer unscales the sum.
     """
     variables = model.trainable_variables if variables is None else variables
-    grads = tape.gradient(loss, variables)
+    optimizer = model.optimizer
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    grads = tape.gradient(optimizer.scale_loss(loss) if scaled else loss, variables)
     if weight_decay:
         decay = weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
-        grads = [g + decay * v for g, v in zip(grads, variables)]
-    model.optimizer.apply_gradients(zip(grads, variables))
+        if scaled:
+            decay = decay * optimizer.dynamic_scale
+        grads = [g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+    optimizer.apply_gradients(zip(grads, variables))
 
 
 def update_trackers(trackers: dict, values: dict) -> dict:
