@@ -36,7 +36,7 @@ from csae_tf import data, pedcc
 from csae_tf.baselines import CONV_VAE_VARIANTS, CVAE, DDAE, FSAE, BaseNet, ConvVAE, EncoderOnly, kelm
 from csae_tf.baselines.conv_vae import latent_scatter
 from csae_tf.config import ConfigError, FitConfig, add_config_arguments, config_from_args
-from csae_tf.data import DataError
+from csae_tf.errors import CsaeError, command, output_dir
 from csae_tf.models import CSAE, build_model
 from csae_tf.schedules import build_optimizer
 
@@ -57,7 +57,7 @@ DESCRIPTIONS = {
 _SKIP = ("arch", "output", "logdir", "image_every", "save_freq", "strategy", "devices", "sync_bn")
 
 
-class CompareError(RuntimeError):
+class CompareError(CsaeError):
     """The comparison cannot run as asked; the message says why."""
 
 
@@ -81,33 +81,29 @@ class BaselineOptions:
     fsae_feedback: int = dataclasses.field(default=0, metadata={"help": "fsae: negative-feedback passes"})
     images: int = dataclasses.field(default=10, metadata={"help": "test images per reconstruction row"})
 
+    def validate(self) -> BaselineOptions:
+        if self.kelm_centres < 1 or self.images < 1 or not 0 <= self.dropconnect < 1:
+            raise ConfigError("--kelm-centres and --images must be >= 1 and --dropconnect lie in [0, 1)")
+        return self
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BaselineOptions:
+        """The options given on the command line (flags of `add_config_arguments`), defaults for the rest."""
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+        return cls(**given).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # "resolve": add_config_arguments gives both dataclasses a --config flag; FitConfig's, added last, is kept.
     parser = argparse.ArgumentParser(
-        prog="python -m csae_tf.compare", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="python -m csae_tf.compare", description=__doc__.split("\n\n")[0], conflict_handler="resolve")
     parser.add_argument("--models", default=",".join(SYSTEMS),
-                        help=f"comma-separated systems: {', '.join(SYSTEMS)} (conv_vae = {', '.join(CONV_VAES)})")
-    parser.add_argument("--output", default="runs/compare", help="output directory")
+                        help=f"comma-separated systems: {', '.join(SYSTEMS)} (conv_vae = {', '.join(CONV_VAES)}; "
+                             "default: all)")
+    parser.add_argument("--output", default="runs/compare", help="output directory (default: runs/compare)")
+    add_config_arguments(parser, BaselineOptions)
+    parser._action_groups[-1].title = "comparison systems (defaults from csae_tf.compare.BaselineOptions)"
     add_config_arguments(parser, FitConfig, skip=_SKIP)
-    group = parser.add_argument_group("comparison systems")
-    for f in dataclasses.fields(BaselineOptions):
-        kwargs = {"default": f.default, "dest": f.name, "help": f.metadata["help"]}
-        if f.type in (bool, "bool"):
-            kwargs.update(type=_bool, nargs="?", const=True, metavar="BOOL")
-        else:
-            kwargs["type"] = {"float": float, "int": int, "str": str}.get(f.type, f.type)
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
     return parser
 
 
@@ -259,8 +255,8 @@ def run(cfg: FitConfig, opts: BaselineOptions, models: list[str], output: str, c
 def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, opts: BaselineOptions,
            models: list[str], output: str, command: str = "") -> list[dict]:
     """`run` on given data: a (images, labels) training dataset, test arrays and their DatasetInfo."""
-    out = Path(output)
-    (out / "models").mkdir(parents=True, exist_ok=True)
+    out = output_dir(output, "--output")
+    output_dir(out / "models", "--output")
     test_x, test_y = test
     steps = info.num_train // cfg.batch_size
     shown = test_x[: opts.images]
@@ -308,19 +304,15 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
     return results
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    try:
-        models = expand_models(args.models)
-        cfg = config_from_args(args)
-        opts = BaselineOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BaselineOptions)})
-        if opts.kelm_centres < 1 or opts.images < 1 or not 0 <= opts.dropconnect < 1:
-            raise ConfigError("--kelm-centres and --images must be >= 1 and --dropconnect lie in [0, 1)")
-        run(cfg, opts, models, args.output, command="python -m csae_tf.compare " + " ".join(argv))
-    except (ConfigError, CompareError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    models = expand_models(args.models)
+    cfg = config_from_args(args)
+    opts = BaselineOptions.from_args(args)
+    output_dir(args.output, "--output")
+    run(cfg, opts, models, args.output, command="python -m csae_tf.compare " + " ".join(argv))
     return 0
 
 

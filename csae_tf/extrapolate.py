@@ -5,13 +5,14 @@
     python -m csae_tf.extrapolate --run runs/mnist_0to4 --images heldout
 
 `--images` (repeatable) names a set of images the model reconstructs:
-- `FILE.npz` with an array `x` of shape (N, h, w) or (N, h, w, C), values 0..255 (uint8 or float),
+- `FILE.npz` with an array `x` (or `images`, or its only array) of shape (N, h, w) or (N, h, w, C),
   and optionally `y`, one integer label per image (per-label errors are then reported);
-- `FILE.npy`, the same `x` array alone;
+- `FILE.npy`, the same `x` array alone; a PNG / JPEG file or a folder of them;
 - `heldout`: the test images of the run's dataset whose classes the run was not trained on (a run
   fit with `--classes`), from the same test images as `seen`.
-Images must pad to the model's input shape (28x28 for a 32x32 conv model), or the command stops
-with an error that names both shapes.
+Pixels follow the input contract of `csae_tf.images`: 0..255 (uint8, or whole-number floats; floats
+in [0, 1] are refused), at a size that pads to the model's input (28x28 for a 32x32 conv model);
+otherwise the command stops with an error that names the file and what is wrong.
 
 The reference set `seen` is always the run's own test set (its dataset's test split, limited as
 in training) restricted to its trained classes. The error is Loss2 of the paper: the mean squared
@@ -30,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from csae_tf import images as image_files
 from csae_tf import viz
-from csae_tf.data import DataError
+from csae_tf.errors import command, output_dir
 from csae_tf.runs import (
     RunDirError,
     check_images,
@@ -43,7 +45,7 @@ from csae_tf.runs import (
 )
 
 
-def read_images(spec: str, cfg, model, limit: int | None = None, data_dir: str | None = None):
+def read_set(spec: str, cfg, model, limit: int | None = None, data_dir: str | None = None):
     """(name, uint8 images, labels or None) of one `--images` value."""
     if spec == "heldout":
         if not cfg.classes:
@@ -56,19 +58,11 @@ def read_images(spec: str, cfg, model, limit: int | None = None, data_dir: str |
         return "heldout", check_images(images, model, "heldout"), labels
     path = Path(spec)
     if not path.exists():
-        raise RunDirError(f"--images {spec}: no such file (expected FILE.npz, FILE.npy or 'heldout')")
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            if "x" not in archive:
-                raise RunDirError(f"--images {spec}: the .npz has no array 'x' (it has {', '.join(archive.files)})")
-            images = archive["x"]
-            labels = archive["y"] if "y" in archive else None
-    elif path.suffix == ".npy":
-        images, labels = np.load(path), None
+        raise RunDirError(f"--images {spec}: no such file or folder (expected FILE.npz, FILE.npy, images or 'heldout')")
+    if path.is_file() and path.suffix.lower() in image_files.ARRAYS:
+        images, labels = image_files.read_array(path)
     else:
-        raise RunDirError(f"--images {spec}: unknown format {path.suffix!r} (expected .npz, .npy or 'heldout')")
-    if labels is not None and (labels.ndim != 1 or len(labels) != len(images)):
-        raise RunDirError(f"--images {spec}: 'y' must hold one label per image ({len(images)}), got {labels.shape}")
+        images, labels = image_files.read_images(path), None
     if limit:
         images, labels = images[:limit], (labels[:limit] if labels is not None else None)
     return path.stem, check_images(images, model, f"--images {spec}"), labels
@@ -92,11 +86,11 @@ def extrapolate(run_dir, specs, *, output: str | None = None, limit: int | None 
                 data_dir: str | None = None, grid_classes: int = 10) -> dict:
     cfg, model = load_run(run_dir)
     out = Path(output) if output else Path(run_dir) / "extrapolation"
-    sets = [read_images(spec, cfg, model, limit, data_dir) for spec in specs]  # check every input first
+    sets = [read_set(spec, cfg, model, limit, data_dir) for spec in specs]  # check every input first
     seen_images, seen_labels, _ = dataset_split(cfg, "test", data_dir=data_dir, limit=limit or cfg.test_limit,
                                                 classes=cfg.classes)
     sets.insert(0, ("seen", check_images(seen_images, model, "seen"), seen_labels))
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--output")
     report = {"run": str(run_dir), "dataset": cfg.dataset, "beta": cfg.beta,
               "trained_classes": list(cfg.classes) if cfg.classes else list(range(model.num_classes)),
               "metric": "Loss2: pixel MSE on the model's [-1, 1] scale, padded image", "sets": {}}
@@ -118,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--run", required=True, help="run directory written by python -m csae_tf.fit")
     parser.add_argument("--images", action="append", required=True,
-                        help="FILE.npz (x[, y]), FILE.npy (x) or 'heldout'; repeat for several sets")
+                        help="FILE.npz (x[, y]), FILE.npy (x), PNG / JPEG files or folders, or 'heldout'; repeatable")
     parser.add_argument("--output", default=None, help="output folder (default: RUN/extrapolation)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of each set")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default: the run's)")
@@ -126,16 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.limit is not None and args.limit < 1:
-            raise RunDirError("--limit must be >= 1")
-        report = extrapolate(args.run, args.images, output=args.output, limit=args.limit, data_dir=args.data_dir,
-                             grid_classes=args.grid_classes)
-    except (RunDirError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.limit is not None and args.limit < 1:
+        raise RunDirError("--limit must be >= 1")
+    report = extrapolate(args.run, args.images, output=args.output, limit=args.limit, data_dir=args.data_dir,
+                         grid_classes=args.grid_classes)
     print(f"{report['run']} (beta {report['beta']}, trained on classes {report['trained_classes']}): "
           f"reconstruction MSE, {report['metric']}")
     for name, values in report["sets"].items():

@@ -6,7 +6,8 @@ Draws `--per-class` latent codes from each class's Gaussian N(mean_c, cov_c) (fi
 training set at the end of `csae_tf.fit`), decodes them and writes one row per class as a PNG
 grid. The same run, seed and options give the same pixels. `--npy FILE` also saves the images
 (model scale, [-1, 1]) and `--classes 0,3` limits the rows. A model trained on a subset of the
-classes (`fit --classes`) generates only those classes unless `--classes` names others.
+classes (`fit --classes`) generates only those classes: a `--classes` id the run was not trained
+on is an error (it has no latent Gaussian for it).
 """
 
 from __future__ import annotations
@@ -19,11 +20,28 @@ from pathlib import Path
 import numpy as np
 
 from csae_tf import viz
+from csae_tf.errors import command, output_file
 from csae_tf.runs import RunDirError, load_run
 
 
 def trained_classes(cfg, model) -> list[int]:
+    """The class ids the run was trained on: config.json's `classes` when set, else all of the model's."""
     return list(cfg.classes) if cfg.classes else list(range(model.num_classes))
+
+
+def parse_classes(text: str, trained: list[int]) -> list[int]:
+    """Class ids of a --classes value; ids the run never trained (it has no latent Gaussian for) are an error."""
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise RunDirError(f"--classes: expected comma-separated integers, got {text!r}") from None
+    if not classes:
+        raise RunDirError("--classes is empty")
+    untrained = [c for c in classes if c not in trained]
+    if untrained:
+        raise RunDirError(f"--classes: the run was not trained on class(es) {', '.join(map(str, untrained))} "
+                          f"(it was trained on {', '.join(map(str, trained))})")
+    return classes
 
 
 def generate_samples(model, classes, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,36 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.per_class < 1:
-            raise RunDirError("--per-class must be >= 1")
-        cfg, model = load_run(args.run)
-        if args.classes:
-            try:
-                classes = [int(c) for c in args.classes.split(",") if c.strip()]
-            except ValueError:
-                raise RunDirError(f"--classes: expected comma-separated integers, got {args.classes!r}") from None
-            bad = [c for c in classes if not 0 <= c < model.num_classes]
-            if bad or not classes:
-                raise RunDirError(f"--classes: the model has class ids 0..{model.num_classes - 1} (got {args.classes})")
-        else:
-            classes = trained_classes(cfg, model)
-        images, ids = generate_samples(model, classes, args.per_class, args.seed)
-        output = Path(args.output) if args.output else Path(args.run) / f"generated_seed{args.seed}.png"
-        viz.save_png(sample_grid(images, len(classes)), output)
-        if args.npy:
-            Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
-            np.save(args.npy, images)
-        report = {"output": str(output), "classes": classes, "per_class": args.per_class, "seed": args.seed}
-        if args.classify:
-            predicted = np.asarray(model.classify(images)[0])
-            report["classified_as_their_class"] = float(np.mean(predicted == ids))
-        print(json.dumps(report))
-    except RunDirError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.per_class < 1:
+        raise RunDirError("--per-class must be >= 1")
+    cfg, model = load_run(args.run)
+    trained = trained_classes(cfg, model)
+    classes = parse_classes(args.classes, trained) if args.classes else trained
+    output = output_file(args.output or Path(args.run) / f"generated_seed{args.seed}.png", "--output")
+    npy = output_file(args.npy, "--npy") if args.npy else None
+    images, ids = generate_samples(model, classes, args.per_class, args.seed)
+    viz.save_png(sample_grid(images, len(classes)), output)
+    if npy:
+        np.save(npy, images)
+    report = {"output": str(output), "classes": classes, "per_class": args.per_class, "seed": args.seed}
+    if args.classify:
+        predicted = np.asarray(model.classify(images)[0])
+        report["classified_as_their_class"] = float(np.mean(predicted == ids))
+    print(json.dumps(report))
     return 0
 
 

@@ -259,6 +259,8 @@ def _packing_neighbours(u: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from csae_tf.errors import run_main
+
     parser = argparse.ArgumentParser(
         prog="python -m csae_tf.pedcc", description="Generate PEDCC class centroids and report their separation."
     )
@@ -269,19 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=None, help="iterations of the iterative methods")
     parser.add_argument("--output", default=None, help="save the (n, d) float32 centroids to this .npy file")
     args = parser.parse_args(argv)
-    try:
+
+    def report() -> None:
         centroids = generate(args.classes, args.latent_dim, method=args.method, seed=args.seed,
                              iterations=args.iterations)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report = quality(centroids)
-    report["method"] = args.method
-    if args.output:
-        np.save(args.output, centroids)
-        report["output"] = args.output
-    print(json.dumps(report, indent=2))
-    return 0
+        result = quality(centroids)
+        result["method"] = args.method
+        if args.output:
+            np.save(args.output, centroids)
+            result["output"] = args.output
+        print(json.dumps(result, indent=2))
+
+    return run_main(report, also=(ValueError,))  # generate's ValueError: n and d that cannot be laid out
 
 
 if __name__ == "__main__":

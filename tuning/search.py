@@ -150,18 +150,16 @@ def run(cfg: FitConfig, settings: SearchSettings, overwrite: bool = False) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
+    from csae_tf.errors import run_main
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def search() -> None:
         settings = settings_from_args(args)
-        cfg = config_from_args(args)
-        run(cfg, settings, overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to continue the search", file=sys.stderr)
-        return 130
-    except (ConfigError, SearchError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        run(config_from_args(args), settings, overwrite=args.overwrite)
+
+    return run_main(search, interrupted="interrupted: rerun the same command to continue the search",
+                    also=(ConfigError, SearchError, DataError))
 
 
 if __name__ == "__main__":
