@@ -81,6 +81,19 @@ CLIENT = textwrap.dedent("""
         "class_id_high": lambda: sig["generate"](class_id=tf.constant([0, 10]), seed=tf.constant(0, tf.int64)),
         "class_id_negative": lambda: sig["generate"](class_id=tf.constant([-1]), seed=tf.constant(0, tf.int64)),
     }
+    empty = {}  # every signature on an empty batch: {name: {output: [shape, dtype]}} or the error
+    for name in ("serving_default", "classify", "encode", "reconstruct"):
+        for size in (28, 32):
+            try:
+                outs = sig[name](images=tf.zeros([0, size, size, 1], tf.uint8))
+                empty[f"{name}{size}"] = {k: [v.shape.as_list(), v.dtype.name] for k, v in outs.items()}
+            except tf.errors.InvalidArgumentError as err:
+                empty[f"{name}{size}"] = err.message
+    try:
+        outs = sig["generate"](class_id=tf.zeros([0], tf.int32), seed=tf.constant(1, tf.int64))
+        empty["generate"] = {k: [v.shape.as_list(), v.dtype.name] for k, v in outs.items()}
+    except tf.errors.InvalidArgumentError as err:
+        empty["generate"] = err.message
     errors = {}
     for name, call in bad.items():
         try:
@@ -88,7 +101,7 @@ CLIENT = textwrap.dedent("""
             errors[name] = None
         except tf.errors.InvalidArgumentError as err:
             errors[name] = err.message
-    print(json.dumps({"signatures": sorted(sig), "errors": errors,
+    print(json.dumps({"signatures": sorted(sig), "errors": errors, "empty": empty,
                       "imported_csae_tf": any(m.startswith("csae_tf") for m in sys.modules),
                       "csae_tf_importable": _importable("csae_tf")}))
 """)
@@ -260,6 +273,34 @@ def test_bad_request_fails_with_an_error_that_names_the_problem(client, request_
     assert message is not None, f"{request_name}: no error raised"
     for word in words:
         assert word in message, message
+
+
+def test_every_signature_answers_an_empty_batch_with_empty_outputs(client):
+    _, report = client
+    expected = {"label": [[0], "int64"], "distances": [[0, 10], "float32"], "latent": [[0, 40], "float32"]}
+    for name in ("serving_default", "classify"):
+        for size in (28, 32):
+            assert report["empty"][f"{name}{size}"] == expected, report["empty"][f"{name}{size}"]
+    assert report["empty"]["encode28"] == {"latent": [[0, 40], "float32"]}
+    assert report["empty"]["reconstruct28"] == {"reconstruction": [[0, 28, 28, 1], "float32"]}
+    assert report["empty"]["reconstruct32"] == {"reconstruction": [[0, 32, 32, 1], "float32"]}
+    assert report["empty"]["generate"] == {"images": [[0, 28, 28, 1], "float32"]}
+
+
+def test_source_shape_comes_from_the_run_not_from_tfds(keras_model, run_dir, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from csae_tf.config import FitConfig
+
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("export read TFDS")
+
+    monkeypatch.setattr(tfds, "builder", no_tfds)
+    cfg = FitConfig.load(run_dir / "config.json")
+    cfg.data_dir = "/nonexistent"
+    assert saved_model.source_shape_of(cfg, keras_model) == (28, 28, 1)
+    cfg.dataset = "some_new_dataset"  # not known: images are accepted at the model's input size
+    assert saved_model.source_shape_of(cfg, keras_model) == (32, 32, 1)
 
 
 def test_saved_model_cli_show_all_lists_the_four_signatures(export_base):
