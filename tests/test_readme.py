@@ -70,6 +70,10 @@ def test_no_load_averages_or_issue_targets(doc):
         assert phrase not in text, f"{doc.relative_to(ROOT)} mentions {phrase!r}"
 
 
+def test_the_link_check_sees_the_readme_links():
+    assert len(LINK.findall(_without_code(README.read_text()))) >= 8
+
+
 def test_readme_holds_the_test_command_ci_runs():
     assert TEST_COMMAND in README.read_text()
 
