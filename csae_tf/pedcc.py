@@ -7,8 +7,13 @@ apart as possible. Three layouts are offered:
   n <= d + 1), randomly rotated by the seed.
 - ``repulsion``: the paper's charge-repulsion dynamics (Zhu & Zhang 2019, Algorithm 1),
   vectorised: the force on every point comes from one Gram matrix, never an n x n x d tensor.
+- ``cross-polytope``: +-e_i of a random orthonormal frame, pairwise cosines 0 or -1: the best
+  possible max cosine (Rankin's bound 0) for d + 1 < n <= 2d.
 - ``packing``: projected gradient descent on a soft maximum of the pairwise cosines, for
-  n > d + 1 where no closed form exists (the Tammes problem); it is what ``auto`` uses there.
+  n > 2d where no exact layout is known (the Tammes problem).
+
+``auto`` takes the exact layout wherever one exists: the simplex for n <= d + 1, the
+cross-polytope for n <= 2d, the packing solver beyond.
 
 ``python -m csae_tf.pedcc --classes 10 --latent-dim 40`` prints the quality report.
 """
@@ -42,7 +47,8 @@ def generate(
 ) -> np.ndarray:
     """Return `num_classes` centroids in `latent_dim` dimensions, float32, each of norm sqrt(d).
 
-    `method="auto"` takes the exact simplex when n <= d + 1 and the packing solver otherwise.
+    `method="auto"` takes the exact simplex when n <= d + 1, the exact cross-polytope when n <= 2d
+    (max cosine 0, Rankin's bound) and the packing solver otherwise.
     `iterations`, `step_size` and `epsilon` tune the iterative methods (the paper's repulsion
     uses 200 iterations, step 0.01 and distance floor 0.01). Same arguments, same array, bit for bit.
     """
@@ -55,7 +61,7 @@ def generate(
 
 def _generate(n, d, method, seed, iterations, step_size, epsilon) -> np.ndarray:
     if method == "auto":
-        method = "simplex" if n <= d + 1 else "packing"
+        method = auto_method(n, d)
     rng = np.random.default_rng(seed)
     if method == "simplex":
         if n > d + 1:
@@ -73,6 +79,15 @@ def _generate(n, d, method, seed, iterations, step_size, epsilon) -> np.ndarray:
     else:
         unit = _packing(n, d, rng, iterations)
     return (unit * math.sqrt(d)).astype(np.float32)
+
+
+def auto_method(num_classes: int, latent_dim: int) -> str:
+    """The layout `method="auto"` uses: an exact optimum where one is known, the numerical packing beyond."""
+    if num_classes <= latent_dim + 1:
+        return "simplex"
+    if num_classes <= 2 * latent_dim:
+        return "cross-polytope"
+    return "packing"
 
 
 def quality(centroids: np.ndarray) -> dict:

@@ -1,6 +1,8 @@
 """PEDCC: norms, the exact simplex, the paper's repulsion, packing beyond d + 1, determinism, errors."""
 
 import math
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -54,11 +56,42 @@ def test_1000_classes_in_512_dims_near_rankins_bound_in_bounded_time():
     assert q["max_cosine"] <= 0.02
 
 
+@pytest.mark.parametrize("n,d,method", [(10, 40, "simplex"), (41, 40, "simplex"), (42, 40, "cross-polytope"),
+                                        (80, 40, "cross-polytope"), (100, 64, "cross-polytope"), (81, 40, "packing")])
+def test_auto_takes_the_exact_layout_wherever_one_exists(n, d, method):
+    # n <= d + 1: the simplex (max cosine -1/(n-1)); n <= 2d: the cross-polytope reaches Rankin's bound 0
+    # exactly; beyond, no exact layout is known and the packing solver is used.
+    assert pedcc.auto_method(n, d) == method
+    auto = pedcc.generate(n, d, seed=5, **({"iterations": 50} if method == "packing" else {}))
+    named = pedcc.generate(n, d, method=method, seed=5, **({"iterations": 50} if method == "packing" else {}))
+    assert np.array_equal(auto, named)
+    q = pedcc.quality(auto)
+    if method != "packing":
+        assert q["gap_to_bound"] == pytest.approx(0, abs=1e-6), q
+
+
+def test_auto_for_100_classes_in_64_dims_has_zero_max_cosine():
+    # Issue 13 item 6: the packing solver gave 6.2e-4 here where an exact layout with 0 exists.
+    assert pedcc.quality(pedcc.generate(100, 64))["max_cosine"] == pytest.approx(0, abs=1e-6)
+
+
 def test_same_seed_gives_identical_centroids_and_other_seed_differs():
-    for method, n, d in (("simplex", 8, 12), ("repulsion", 12, 8), ("packing", 12, 8)):
+    for method, n, d in (("simplex", 8, 12), ("repulsion", 12, 8), ("packing", 12, 8), ("cross-polytope", 12, 8),
+                         ("auto", 30, 8)):
         a = pedcc.generate(n, d, method=method, seed=3)
         assert np.array_equal(a, pedcc.generate(n, d, method=method, seed=3))
         assert not np.array_equal(a, pedcc.generate(n, d, method=method, seed=4))
+
+
+def test_same_seed_gives_the_same_bits_in_another_process():
+    # A fresh interpreter (its own BLAS state and thread pool) reproduces the array bit for bit. It loads
+    # pedcc.py alone: the module needs numpy only, and the csae_tf package would load TensorFlow.
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('pedcc', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "sys.stdout.write(m.generate(30, 8, seed=3).tobytes().hex())")
+    child = subprocess.run([sys.executable, "-c", code, pedcc.__file__], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert bytes.fromhex(child.stdout) == pedcc.generate(30, 8, seed=3).tobytes()
 
 
 def test_quality_report_names_the_simplex_bound():
