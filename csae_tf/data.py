@@ -286,19 +286,20 @@ class Splits:
 
     train: Arrays
     validation: Arrays | None
-    test: Arrays
+    test: Arrays | None
     info: DatasetInfo
 
 
-def load_splits(cfg) -> Splits:
-    """Read the run's splits (limits, classes and the seeded validation hold-out of a FitConfig)."""
+def load_splits(cfg, *, test: bool = True) -> Splits:
+    """Read the run's splits (limits, classes and the seeded validation hold-out of a FitConfig);
+    `test=False` leaves the test split unread (None), as a hyperparameter search must."""
     builder = prepare(cfg.dataset, cfg.data_dir, cfg.manual_dir)
     info = describe(builder, cfg.arch)
     if cfg.classes and max(cfg.classes) >= info.num_classes:
         raise DataError(f"--classes: {cfg.dataset} has class ids 0..{info.num_classes - 1}")
     train = read_split(builder, "train", limit=cfg.train_limit, classes=cfg.classes)
     train, validation = split_validation(train, cfg.validation_split, cfg.seed)
-    test = read_split(builder, "test", limit=cfg.test_limit, classes=cfg.classes) if info.num_test else None
+    test = read_split(builder, "test", limit=cfg.test_limit, classes=cfg.classes) if test and info.num_test else None
     info = dataclasses.replace(info, num_train=len(train), num_test=len(test) if test is not None else 0)
     if info.num_train < cfg.batch_size:
         raise DataError(f"{info.num_train} training examples are fewer than one batch of {cfg.batch_size}")
