@@ -55,9 +55,24 @@ def _verbose(argv: list[str]) -> str | None:
 
 
 def quiet_tensorflow(argv: list[str]) -> None:
-    """Hide TensorFlow's C++ log lines unless the user set TF_CPP_MIN_LOG_LEVEL or asked for --verbose 2."""
-    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and _verbose(argv) != "2":
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    """Hide TensorFlow's C++ log lines unless the user set TF_CPP_MIN_LOG_LEVEL or asked for --verbose 2.
+
+    TF_CPP_MIN_LOG_LEVEL=2 silences TensorFlow's own logging, but TF 2.21 still prints a few INFO lines
+    through absl while its libraries load (before absl's log is initialised): the import runs with the
+    stderr file descriptor pointed at /dev/null. A failing import still shows its traceback.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or _verbose(argv) == "2":
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ def load_run(run_dir: str | Path):
         raise RunDirError(f"{run} is a file, not a run directory (a folder written by csae fit)")
     if not run.is_dir():
         raise RunDirError(f"run directory {run} does not exist")
+    if not (run / "config.json").is_file():
+        raise RunDirError(f"{run} is not a csae_tf run directory: it has no config.json (a finished run of "
+                          "csae fit holds config.json and model.keras)")
     try:
         cfg = FitConfig.load(run / "config.json")
     except ConfigError as err:
