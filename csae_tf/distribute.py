@@ -211,6 +211,10 @@ class AverageMovingStatistics(keras.callbacks.Callback):
         self._average = None
 
     def on_epoch_end(self, epoch, logs=None):
+        self()
+
+    def __call__(self):
+        """Average now (the checkpoint callback's `before_save`: a mid-epoch state holds the mean too)."""
         if self._average is None:
             variables = [v.value for v in self.model.non_trainable_weights]
 
