@@ -8,8 +8,16 @@ import pytest
 import tensorflow as tf
 
 from csae_tf import losses, pedcc
-from csae_tf.layers import DecodeBlock, LatentGaussians, NoiseInjection, PEDCCCentroids, ResidualBlock
-from csae_tf.models import CSAE
+from csae_tf.layers import (
+    Augmentation,
+    BatchNormalization,
+    DecodeBlock,
+    LatentGaussians,
+    NoiseInjection,
+    PEDCCCentroids,
+    ResidualBlock,
+)
+from csae_tf.models import CSAE, build_decoder, build_encoder
 
 
 def test_noise_is_zero_at_inference():
@@ -40,7 +48,8 @@ def test_centroid_layer_returns_squared_distances():
 
 def test_centroid_weights_are_untouched_by_fit():
     c = pedcc.generate(10, 16)
-    model = CSAE((16, 16, 1), 10, latent_dim=16, centroids=c, beta=0.1, weight_decay=5e-4)
+    model = CSAE(build_encoder("conv", (16, 16, 1), 16), build_decoder("conv", (16, 16, 1), 16), c, beta=0.1,
+                 weight_decay=5e-4)
     model.compile(keras.optimizers.SGD(0.01, momentum=0.9))
     x = np.random.default_rng(0).uniform(-1, 1, (64, 16, 16, 1)).astype("float32")
     y = np.arange(64) % 10
@@ -73,7 +82,8 @@ def test_centroid_and_reconstruction_losses_are_per_example_mse():
 
 
 @pytest.mark.parametrize("layer", [
-    NoiseInjection(0.05), PEDCCCentroids(3, 4), ResidualBlock(8, strides=2), DecodeBlock(8),
+    NoiseInjection(0.05), PEDCCCentroids(3, 4), ResidualBlock(8, strides=2), DecodeBlock(8), BatchNormalization(),
+    Augmentation(2, flip=True),
     LatentGaussians(3, 4), LatentGaussians(3, 4, full_covariance=False),
 ])
 def test_layer_config_round_trips(layer):
@@ -84,3 +94,27 @@ def test_layer_config_round_trips(layer):
 def test_residual_and_decode_blocks_have_the_paper_shapes():
     assert ResidualBlock(32, strides=2)(tf.zeros((1, 30, 30, 16))).shape == (1, 15, 15, 32)
     assert DecodeBlock(32)(tf.zeros((1, 8, 8, 64))).shape == (1, 16, 16, 32)
+
+
+def test_fused_batch_norm_equals_keras_batch_norm():
+    """The fused kernel gives Keras' outputs and moving statistics (the latter with the unbiased variance)."""
+    x = tf.random.stateless_normal((8, 5, 5, 3), seed=(1, 2)) * 2.0 + 1.0
+    fused, plain = BatchNormalization(), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+    fused.set_weights(plain.get_weights())
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-6)
+    n = 8 * 5 * 5
+    unbiased = plain.moving_variance.numpy() * 0 + 0.9 + 0.1 * np.var(x.numpy(), axis=(0, 1, 2)) * n / (n - 1)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), unbiased, rtol=1e-4)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-2)
+
+
+def test_augmentation_shifts_fill_with_background_and_repeat_for_a_seed():
+    x = tf.ones((4, 8, 8, 1))
+    layer = Augmentation(2)
+    a, b = layer(x, seed=tf.constant([1, 2])), layer(x, seed=tf.constant([1, 2]))
+    np.testing.assert_array_equal(a, b)
+    assert set(np.unique(a.numpy())) <= {-1.0, 1.0}
+    assert not np.array_equal(a, layer(x, seed=tf.constant([1, 3])))

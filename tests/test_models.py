@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from csae_tf import pedcc
-from csae_tf.models import CSAE, nearest_centroid
+from csae_tf.models import CSAE, build_decoder, build_encoder, nearest_centroid
 
 
 def toy_data(n=256, side=16, channels=1, seed=0):
@@ -21,7 +21,27 @@ def toy_data(n=256, side=16, channels=1, seed=0):
 
 def small_model(arch="conv", channels=1, **kwargs):
     keras.utils.set_random_seed(0)
-    return CSAE((16, 16, channels), 4, arch=arch, latent_dim=8, centroids=pedcc.generate(4, 8), **kwargs)
+    shape = (16, 16, channels)
+    return CSAE(build_encoder(arch, shape, 8), build_decoder(arch, shape, 8), pedcc.generate(4, 8), arch=arch,
+                **kwargs)
+
+
+def test_any_keras_encoder_with_a_batch_by_d_output_works():
+    """The model takes its parts: a user's own encoder (here a small MLP) trains and round-trips."""
+    x, y = toy_data(128)
+    inputs = keras.Input((16, 16, 1))
+    z = keras.layers.Dense(8)(keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs)))
+    encoder = keras.Model(inputs, z, name="my_encoder")
+    model = CSAE(encoder, build_decoder("linear", (16, 16, 1), 8), pedcc.generate(4, 8))
+    model.compile(keras.optimizers.Adam(3e-3))
+    logs = model.fit(x, y, batch_size=32, epochs=3, verbose=0).history
+    assert logs["loss"][-1] < logs["loss"][0]
+    assert model.image_shape == (16, 16, 1) and model.num_classes == 4
+
+
+def test_an_encoder_whose_codes_do_not_match_the_centroids_is_refused():
+    with pytest.raises(ValueError, match="codes of shape"):
+        CSAE(build_encoder("linear", (16, 16, 1), 6), build_decoder("linear", (16, 16, 1), 8), pedcc.generate(4, 8))
 
 
 @pytest.mark.parametrize("arch", ["conv", "linear"])
