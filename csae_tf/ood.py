@@ -215,16 +215,19 @@ def known_classes(cfg, model) -> list[int]:
 def validation_images(cfg, *, data_dir=None, manual_dir=None, size: int | None = None) -> np.ndarray:
     """The run's in-distribution validation images (uint8); this must match the trainer's split.
 
-    They are the last `size` images (the run's ``validation_split``, else 5,000; a tenth of the
-    images when the split is not larger than that) of a permutation seeded with ``cfg.seed`` of the
-    run's training split, after its ``--train-limit`` and restricted to its ``--classes``.
+    They are the last `size` images of a permutation seeded with ``cfg.seed`` of the run's training
+    split, after its ``--train-limit`` and restricted to its ``--classes``. `size` defaults to the
+    run's ``validation_split`` (a count, or a fraction when below 1; 5,000 for runs that predate it
+    or hold none out); when that is not smaller than the split, a tenth of the images is taken.
     """
     from csae_tf import runs
 
     images, _, _ = runs.dataset_split(cfg, "train", data_dir=data_dir, manual_dir=manual_dir,
                                       limit=cfg.train_limit, classes=cfg.classes)
-    size = size or getattr(cfg, "validation_split", None) or VALIDATION_SIZE
-    if size >= len(images):
+    if size is None:
+        split = getattr(cfg, "validation_split", None) or VALIDATION_SIZE
+        size = int(round(split * len(images))) if split < 1 else int(split)
+    if size >= len(images) or size < 1:
         size = max(len(images) // 10, 1)
     order = np.random.default_rng(cfg.seed).permutation(len(images))
     return images[np.sort(order[-size:])]
@@ -442,8 +445,9 @@ def basenet(cfg, epochs: int, cache_dir: str | Path, *, verbose: int = 0):
 # --- the evaluation command ---
 
 def evaluate(cfg, model, out_sets: list[OutSet], *, data_dir=None, manual_dir=None, limit=None,
-             baseline=None, tpr: float = DEFAULT_TPR) -> dict:
-    """Scores of the run's test split (known) against each out-set; metrics per score and set."""
+             baseline=None, tpr: float = DEFAULT_TPR, threshold: dict | None = None) -> tuple[dict, dict]:
+    """(report, ROC curves): scores of the run's test split (known) against each out-set, metrics per
+    score and set, and, given the run's `threshold` record, the fraction of each set it accepts."""
     from csae_tf import runs
 
     classes = known_classes(cfg, model)
@@ -468,6 +472,10 @@ def evaluate(cfg, model, out_sets: list[OutSet], *, data_dir=None, manual_dir=No
                                     "scores": {k: metrics(known_scores[k], unknown_scores[k], tpr)
                                                for k in known_scores}}
         curves[out.name] = {k: roc_curve(known_scores[k], unknown_scores[k]) for k in known_scores}
+        if threshold is not None:
+            report["sets"][out.name]["accepted"] = float(known(unknown_scores, threshold).mean())
+    if threshold is not None:
+        report["threshold"] = {**threshold, "test_acceptance": float(known(known_scores, threshold).mean())}
     return report, curves
 
 
@@ -477,6 +485,12 @@ def markdown(report: dict) -> str:
              f"Known: {report['known_images']} test images of the run's classes. Higher scores = more unusual; "
              f"FPR@{tpr}: fraction of unknowns accepted when {tpr}% of the known test images are. AUPR-Out takes "
              "the unknowns as positives, AUPR-In the known images.", ""]
+    if "threshold" in report:
+        t = report["threshold"]
+        lines += [f"Reject option (RUN/{THRESHOLD_FILE}): {t['score']} <= {t['threshold']:.4g}, set on "
+                  f"{t['validation_images']} validation images (accepts {t['validation_acceptance']:.2%} of them); "
+                  f"it accepts {t['test_acceptance']:.2%} of the known test images and "
+                  + ", ".join(f"{e['accepted']:.2%} of {n}" for n, e in report["sets"].items()) + ".", ""]
     for name, entry in report["sets"].items():
         lines += [f"## {name}: {entry['source']} ({entry['images']} images)", "",
                   f"| score | AUROC | AUPR-Out | AUPR-In | FPR@{tpr} |", "|---|---:|---:|---:|---:|"]
@@ -554,8 +568,9 @@ def run(args) -> int:
         raise OodError("--baseline-epochs must be >= 0")
     baseline = basenet(dataclasses.replace(cfg, data_dir=data_dir), epochs, output / "basenet",
                        verbose=args.verbose) if epochs else None
+    threshold = load_threshold(args.run) if (Path(args.run) / THRESHOLD_FILE).exists() else None
     report, curves = evaluate(cfg, model, out_sets, data_dir=data_dir, limit=args.limit, baseline=baseline,
-                              tpr=args.tpr)
+                              tpr=args.tpr, threshold=threshold)
     if baseline is not None:
         report["basenet"] = json.loads((output / "basenet" / "basenet.json").read_text())
     output.mkdir(parents=True, exist_ok=True)
