@@ -88,18 +88,26 @@ class CSAEC(nn.Module):
         return loss1 + self.lambda1 * loss2 + self.lambda2 * loss3, accuracy
 
 
-def make_trainer(model: CSAEC, lr: float = 0.05, compile: bool = False, channels_last: bool = False):
-    """A `step(x, y) -> loss` closure: forward, backward, SGD (momentum 0.9, weight decay 5e-4)."""
+def make_trainer(model: CSAEC, lr: float = 0.05, compile: bool = False, channels_last: bool = False,
+                 bfloat16: bool = False):
+    """A `step(x, y) -> loss` closure: forward, backward, SGD (momentum 0.9, weight decay 5e-4).
+
+    `bfloat16`: the forward pass under `torch.autocast("cpu", dtype=torch.bfloat16)` (PyTorch's mixed precision).
+    """
+    import contextlib
+
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     forward = torch.compile(model.losses) if compile else model.losses
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bfloat16 else contextlib.nullcontext
 
     def step(x, y):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        loss, accuracy = forward(x, y)
+        with autocast():
+            loss, accuracy = forward(x, y)
         loss.backward()
         optimizer.step()
         return loss

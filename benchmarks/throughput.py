@@ -5,11 +5,14 @@
         --batch-sizes 128 512 --rounds 3 --seconds 20 --output docs/throughput.json
 
 Contenders (`--contenders`, comma-separated):
-- tf, tf-spe16: csae-tf's CSAE-C through `model.fit` on the real tf.data pipeline (`data.pipeline`) of
-  in-memory MNIST, steps_per_execution 1 or 16; tf-xla: the same with jit_compile=True.
+- tf: csae-tf's default `python -m csae_tf.fit` path: the trainer's `compile_model` (steps per execution
+  chosen automatically) and `data.training_pipeline` over in-memory MNIST, through `model.fit`;
+  tf-spe1: the same, one step per execution; tf-xla: with jit_compile=True; tf-bf16: `--precision
+  mixed_bfloat16`.
 - torch-cf, torch-cl, torch-compile: benchmarks/pytorch_reference.py in eager mode channels-first (as
   the authors' code runs), eager channels-last, and `torch.compile` (channels-first), fed random
-  batches of the same preprocessed in-memory tensors.
+  batches of the same preprocessed in-memory tensors; torch-cl-bf16: channels-last under
+  `torch.autocast("cpu", dtype=torch.bfloat16)`.
 
 Every round runs every contender for >= --seconds of timed steps (after a warm-up), in alternating
 order (A B C, then C B A, ...), so that slow drifts of a shared machine's load hit all of them alike.
@@ -42,9 +45,9 @@ import tensorflow as tf  # noqa: E402
 from csae_tf import data, pedcc  # noqa: E402
 from csae_tf.config import FitConfig  # noqa: E402
 from csae_tf.models import build_model  # noqa: E402
-from csae_tf.schedules import build_optimizer  # noqa: E402
+from csae_tf.trainer import compile_model, set_precision  # noqa: E402
 
-ALL = ("tf", "tf-spe16", "tf-xla", "torch-cf", "torch-cl", "torch-compile")
+ALL = ("tf", "tf-spe1", "tf-xla", "tf-bf16", "torch-cf", "torch-cl", "torch-compile", "torch-cl-bf16")
 
 
 def forward_flops(image_side: int = 32, channels: int = 1, latent_dim: int = 40) -> int:
@@ -94,7 +97,7 @@ def load_mnist(data_dir, manual_dir):
 
 
 class _Clock(keras.callbacks.Callback):
-    """Timestamps of batch ends; stops `fit` once `seconds` have passed since the first one."""
+    """Timestamps of execution ends (step counts); stops `fit` once `seconds` have passed since the first one."""
 
     def __init__(self, seconds: float):
         super().__init__()
@@ -107,23 +110,30 @@ class _Clock(keras.callbacks.Callback):
 
 
 class TFContender:
-    def __init__(self, info, images, labels, test_images, batch: int, spe: int, jit: bool):
-        cfg = FitConfig(batch_size=batch, steps_per_execution=spe, lr=0.05, schedule="cosine", epochs=1000)
+    def __init__(self, info, images, labels, test_images, batch: int, spe: int | None, jit: bool,
+                 precision: str = "float32"):
+        cfg = FitConfig(batch_size=batch, lr=0.05, schedule="cosine", epochs=1000, precision=precision,
+                        jit_compile="on" if jit else "auto")
         self.batch, self.info = batch, info
-        centroids = pedcc.generate(10, cfg.latent_dim, seed=0)
-        self.model = build_model(cfg, 10, info.image_shape, centroids)
-        self.model.compile(optimizer=build_optimizer(cfg, len(images) // batch), steps_per_execution=spe,
-                           jit_compile=jit)
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-        self.train = data.pipeline(ds, info, batch, training=True, seed=0).repeat()
+        arrays = data.Arrays(images, labels.astype(np.int32))
+        steps = len(images) // batch
+        set_precision(precision)
+        try:
+            self.model = build_model(cfg, 10, info.image_shape, pedcc.generate(10, cfg.latent_dim, seed=0))
+            compile_model(self.model, cfg, steps, steps_per_execution=spe)
+        finally:
+            set_precision("float32")
+        self.steps = steps
+        self.train = data.training_pipeline(arrays, info, batch, seed=0, epochs=10**6)
         self.test = tf.constant(data.to_model_input(test_images[:512], info.image_shape))
         self.classify = tf.function(self.model.classify, jit_compile=jit)
 
     def train_rate(self, seconds: float) -> float:
         clock = _Clock(seconds)
-        self.model.fit(self.train, epochs=1, steps_per_epoch=10**7, verbose=0, callbacks=[clock])
-        (b0, t0), (b1, t1) = clock.stamps[0], clock.stamps[-1]
-        return (b1 - b0) * self.batch / (t1 - t0)
+        self.model.fit(self.train, epochs=10**6, steps_per_epoch=self.steps, verbose=0, callbacks=[clock])
+        t0, t1 = clock.stamps[0][1], clock.stamps[-1][1]
+        done = (len(clock.stamps) - 1) * self.model.steps_per_execution
+        return done * self.batch / (t1 - t0)
 
     def infer_rate(self, seconds: float) -> float:
         self.classify(self.test)[0].numpy()
@@ -135,7 +145,7 @@ class TFContender:
 
 
 class TorchContender:
-    def __init__(self, x, y, test_x, batch: int, channels_last: bool, compile: bool):
+    def __init__(self, x, y, test_x, batch: int, channels_last: bool, compile: bool, bfloat16: bool = False):
         import pytorch_reference as ref
         import torch
 
@@ -143,7 +153,7 @@ class TorchContender:
         torch.manual_seed(0)
         centroids = torch.from_numpy(pedcc.generate(10, 40, seed=0))
         self.model = ref.CSAEC(centroids)
-        self.step, _ = ref.make_trainer(self.model, compile=compile, channels_last=channels_last)
+        self.step, _ = ref.make_trainer(self.model, compile=compile, channels_last=channels_last, bfloat16=bfloat16)
         self.x, self.y, self.batch, self.channels_last = x, y, batch, channels_last
         self.test_x = test_x[:512].contiguous(memory_format=torch.channels_last) if channels_last else test_x[:512]
         self.generator = torch.Generator().manual_seed(0)
@@ -220,9 +230,10 @@ def main(argv=None) -> int:
 
     def make(name, batch):
         if name.startswith("tf"):
-            return TFContender(info, images, labels, test_images, batch, 16 if name == "tf-spe16" else 1,
-                               name == "tf-xla")
-        return TorchContender(torch_x, torch_y, torch_tx, batch, name == "torch-cl", name == "torch-compile")
+            return TFContender(info, images, labels, test_images, batch, 1 if name == "tf-spe1" else None,
+                               name == "tf-xla", "mixed_bfloat16" if name == "tf-bf16" else "float32")
+        return TorchContender(torch_x, torch_y, torch_tx, batch, name in ("torch-cl", "torch-cl-bf16"),
+                              name == "torch-compile", bfloat16=name == "torch-cl-bf16")
 
     flops = 3 * forward_flops()
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "train_flops_per_image": flops,

@@ -255,7 +255,8 @@ def training_pipeline(arrays: Arrays, info: DatasetInfo, batch_size: int, *, see
 
     Each epoch's order is a permutation drawn from (seed, epoch) alone and its last partial batch is
     dropped, so a run resumed at any step sees exactly the batches an uninterrupted run would. The
-    images stay in memory as uint8; padding and scaling run per batch.
+    images stay in memory and are sent as uint8 batches: the model pads and scales them in its step
+    (`CSAE.preprocess`), on the device.
     """
     n = len(arrays)
     steps = n // batch_size
@@ -266,7 +267,7 @@ def training_pipeline(arrays: Arrays, info: DatasetInfo, batch_size: int, *, see
         return tf.data.Dataset.from_tensor_slices(tf.argsort(keys)[: steps * batch_size])
 
     def gather(indices):
-        return to_model_input(tf.gather(images, indices), info.image_shape), tf.gather(labels, indices)
+        return tf.gather(images, indices), tf.gather(labels, indices)
 
     ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_order).skip(initial_step * batch_size)
     ds = ds.batch(batch_size, drop_remainder=True).map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -274,9 +275,8 @@ def training_pipeline(arrays: Arrays, info: DatasetInfo, batch_size: int, *, see
 
 
 def evaluation_pipeline(arrays: Arrays, info: DatasetInfo, batch_size: int) -> tf.data.Dataset:
-    """Batches of a split in memory, in order, padded and scaled: no re-reading of TFDS each epoch."""
+    """uint8 batches of a split in memory, in order (the model pads and scales them): no re-reading of TFDS."""
     ds = tf.data.Dataset.from_tensor_slices((arrays.images, arrays.labels)).batch(batch_size)
-    ds = ds.map(lambda x, y: (to_model_input(x, info.image_shape), y), num_parallel_calls=AUTOTUNE)
     return _shard_by_data(ds.prefetch(AUTOTUNE))
 
 
@@ -322,7 +322,8 @@ def load_datasets(cfg) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo]:
     train = tf.data.Dataset.from_tensor_slices((splits.train.images, splits.train.labels))
     return (pipeline(train, splits.info, cfg.batch_size, training=True, seed=cfg.seed, augment=cfg.augment,
                      flip=cfg.flip),
-            evaluation_pipeline(splits.test, splits.info, cfg.batch_size), splits.info)
+            pipeline(tf.data.Dataset.from_tensor_slices((splits.test.images, splits.test.labels)), splits.info,
+                     cfg.batch_size, training=False), splits.info)
 
 
 def as_numpy(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

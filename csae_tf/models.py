@@ -160,21 +160,34 @@ class CSAE(keras.Model):
 
     # --- inference ---
     def call(self, images, training=False):
-        z = self.encoder(images, training=training)
+        z = self.encoder(self.preprocess(images), training=training)
         return {"latent": z, "distances": self.pedcc(z),
                 "reconstruction": self.decoder(self.noise(z, training=training), training=training)}
 
+    def preprocess(self, images):
+        """uint8 images (0-255, the dataset's size) -> the encoder's input in [-1, 1]; float images pass as they are.
+
+        The trainer's pipelines send uint8 batches: a quarter of the bytes to the device, and the
+        padding and scaling run there, inside the step.
+        """
+        if images.dtype != tf.uint8:
+            return images
+        from csae_tf.data import to_model_input
+
+        return to_model_input(images, self.image_shape)
+
     def encode(self, images):
         """Latent codes z, shape (B, d), float32."""
-        return tf.cast(self.encoder(images, training=False), tf.float32)
+        return tf.cast(self.encoder(self.preprocess(images), training=False), tf.float32)
 
     def classify(self, images):
-        """(labels, distances): the nearest centroid and the Euclidean distance to every centroid."""
+        """(labels, distances): the nearest centroid and the Euclidean distance to every centroid (uint8 or
+        preprocessed images)."""
         distances = tf.sqrt(tf.maximum(self.pedcc(self.encode(images)), 0.0))
         return tf.argmin(distances, axis=-1), distances
 
     def reconstruct(self, images):
-        """Decoder output for the noise-free latent code, in the input's [-1, 1] scale, float32."""
+        """Decoder output for the noise-free latent code, in the model's [-1, 1] scale (padded), float32."""
         return tf.cast(self.decoder(self.encode(images), training=False), tf.float32)
 
     def generate(self, class_ids, seed=(0, 0)):
@@ -231,7 +244,7 @@ class CSAE(keras.Model):
 
     def train_step(self, data):
         images, labels = data[:2]
-        labels = tf.cast(labels, tf.int32)
+        images, labels = self.preprocess(images), tf.cast(labels, tf.int32)
         if self.augmentation is not None:
             images = self.augmentation(images, seed=self._step_seed(7))
         with tf.GradientTape() as tape:
@@ -247,7 +260,7 @@ class CSAE(keras.Model):
 
     def test_step(self, data):
         images, labels = data[:2]
-        labels = tf.cast(labels, tf.int32)
+        images, labels = self.preprocess(images), tf.cast(labels, tf.int32)
         z = self.encoder(images, training=False)
         reconstruction = self.decoder(z, training=False)
         return update_trackers(self.trackers, self.compute_losses(images, labels, z, reconstruction))
