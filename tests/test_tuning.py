@@ -1,30 +1,36 @@
-"""`python -m tuning.search` on real MNIST: the trials table, best.json, resuming, TensorBoard hparams,
-diverging trials, distributed chief/worker tuning, and clear errors.
+"""`python -m tuning.search` on real MNIST: the trials table, best.json and its exact retraining, resuming,
+TensorBoard hparams, diverging trials, the message of a search with no finished trial, distributed chief/worker
+tuning with a worker killed mid-trial, and clear errors.
 
 The searches use CSAE-L (the linear architecture) on a few hundred images for 1 epoch: fast, and the search
-machinery is the same for both architectures.
+machinery is the same for both architectures. They read a TFDS directory whose test split is missing: a search
+must never read it.
 """
 
 import csv
+import dataclasses
 import glob
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, mnist_args, run_cli
+from conftest import MNIST_FILES, ROOT, mnist_args, run_cli
 
 from csae_tf.config import FitConfig
 from tuning import search
 from tuning.hypermodel import trial_results
-from tuning.space import DIVERGED_LOSS2
 
 TINY = ["--arch", "linear", "--latent-dim", "16", "--epochs", "1", "--batch-size", "64", "--verbose", "0"]
 BOUNDS = {"beta": (0.01, 0.1), "lambda1": (0.5, 2.0), "lambda2": (0.001, 0.01)}
 BOUND_FLAGS = [x for name, (lo, hi) in BOUNDS.items() for x in (f"--{name}-min", str(lo), f"--{name}-max", str(hi))]
+METRICS = {"accuracy": "val_accuracy", "loss": "val_loss", "loss1": "val_loss1", "loss2": "val_loss2",
+           "loss3": "val_loss3"}
 
 
 def read_rows(project):
@@ -33,17 +39,45 @@ def read_rows(project):
 
 
 @pytest.fixture(scope="module")
-def resumed_search(tfds_dir, tmp_path_factory):
-    """A search stopped after its first trial (--max-trials 1), then rerun with --max-trials 3."""
+def no_test_split(tfds_dir, tmp_path_factory):
+    """A TFDS data directory with MNIST's training split and metadata but no test split: reading it fails."""
+    directory = tmp_path_factory.mktemp("tfds_no_test")
+    for source in (tfds_dir / "mnist").rglob("*"):
+        if source.is_file() and "mnist-test.tfrecord" not in source.name:
+            target = directory / source.relative_to(tfds_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    assert glob.glob(str(tfds_dir / "mnist" / "*" / "mnist-test.tfrecord*"))
+    assert not list(directory.rglob("mnist-test.tfrecord*"))
+    return directory
+
+
+def search_args(data_dir, train=320):
+    return ["--dataset", "mnist", "--data-dir", str(data_dir), "--manual-dir", str(MNIST_FILES),
+            "--train-limit", str(train), *TINY]
+
+
+@pytest.fixture(scope="module")
+def resumed_search(no_test_split, tmp_path_factory):
+    """A deterministic search stopped after its first trial (--max-trials 1), then rerun with --max-trials 3; no
+    test split to read."""
     directory = tmp_path_factory.mktemp("tuning")
-    args = [*mnist_args(tfds_dir, train=320, test=128), *TINY, *BOUND_FLAGS, "--directory", str(directory),
-            "--project-name", "p", "--strategy", "mirrored", "--devices", "CPU:0"]
+    args = [*search_args(no_test_split), *BOUND_FLAGS, "--directory", str(directory), "--project-name", "p",
+            "--strategy", "mirrored", "--devices", "CPU:0", "--deterministic"]
     first = run_cli("tuning.search", *args, "--max-trials", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     first_rows = read_rows(directory / "p")
     second = run_cli("tuning.search", *args, "--max-trials", "3")
     assert second.returncode == 0, second.stderr[-3000:]
     return directory / "p", first, first_rows, second
+
+
+def test_trials_are_scored_on_the_validation_split_without_reading_the_test_split(resumed_search):
+    project, first, _, second = resumed_search
+    assert "294 train / 26 validation images (held out of the training split; the test split is not read)" \
+        in first.stdout
+    assert "on the 26 validation images held out of the training split" in second.stdout
+    assert {r["status"] for r in read_rows(project)} == {"ok"}
 
 
 def test_trials_table_has_distinct_values_inside_the_bounds(resumed_search):
@@ -77,17 +111,28 @@ def test_strategy_flag_reaches_every_trial(resumed_search):
     assert all("(MirroredStrategy, 1 replica(s))" in line for line in results)
 
 
-def test_best_json_is_the_best_trial_and_csae_fit_trains_from_it(resumed_search):
+def test_csae_fit_retrains_best_json_and_any_trial_to_its_figures_bit_for_bit(resumed_search, tfds_dir, tmp_path):
     project, _, _, _ = resumed_search
-    rows = read_rows(project)
-    best = max(rows, key=lambda r: float(r["accuracy"]))
+    rows = {r["trial"]: r for r in read_rows(project)}
+    best_id = max(rows, key=lambda t: float(rows[t]["accuracy"]))
     cfg = FitConfig.load(project / "best.json")
     for name in BOUNDS:
-        assert getattr(cfg, name) == pytest.approx(float(best[name]), rel=1e-9)
-    assert cfg.arch == "linear" and cfg.train_limit == 320 and cfg.epochs == 1
-    result = run_cli("csae_tf.fit", "--config", str(project / "best.json"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (project / "best_run" / "metrics.json").exists()
+        assert getattr(cfg, name) == float(rows[best_id][name])
+    assert (cfg.arch, cfg.train_limit, cfg.epochs, cfg.deterministic, cfg.steps_per_execution) == \
+        ("linear", 320, 1, True, 4)
+    # best.json, and trial 2 (the second trial its process built) written out the same way
+    other = "2" if best_id != "2" else "1"
+    other_cfg = dataclasses.replace(cfg, **{name: float(rows[other][name]) for name in BOUNDS},
+                                    output=str(tmp_path / "other"))
+    other_cfg.save(tmp_path / "other.json")
+    for trial_id, config in ((best_id, project / "best.json"), (other, tmp_path / "other.json")):
+        # fit also reports the test split: it reads the complete data directory
+        result = run_cli("csae_tf.fit", "--config", str(config), "--data-dir", str(tfds_dir))
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((Path(FitConfig.load(config).output) / "metrics.json").read_text())
+        for column, name in METRICS.items():
+            assert metrics[name] == float(rows[trial_id][column]), (trial_id, name, metrics[name], rows[trial_id])
+        assert "test_accuracy" in metrics
 
 
 def test_each_trial_writes_its_hparams_to_tensorboard(resumed_search):
@@ -107,7 +152,7 @@ def test_each_trial_writes_its_hparams_to_tensorboard(resumed_search):
         assert glob.glob(str(project / "logs" / trial_id / "execution0" / "validation" / "events.*"))
 
 
-def test_get_best_models_loads_the_best_trial(resumed_search, tfds_dir):
+def test_get_best_models_loads_the_best_trial(resumed_search, no_test_split):
     import numpy as np
 
     from csae_tf import data
@@ -117,40 +162,53 @@ def test_get_best_models_loads_the_best_trial(resumed_search, tfds_dir):
     project, _, _, _ = resumed_search
     best = FitConfig.load(project / "best.json")
     args = search.build_parser().parse_args(
-        [*mnist_args(tfds_dir, train=320, test=128), *TINY, *BOUND_FLAGS, "--directory", str(project.parent),
-         "--project-name", "p"])
+        [*search_args(no_test_split), *BOUND_FLAGS, "--directory", str(project.parent), "--project-name", "p"])
     settings, cfg = search.settings_from_args(args), search.config_from_args(args)
-    _, test, info = data.load_datasets(cfg)
-    tuner = build_tuner(cfg, settings, CSAEHyperModel(cfg, settings, info.num_classes, info.image_shape, 5))
+    splits = data.load_splits(cfg, test=False)
+    tuner = build_tuner(cfg, settings, CSAEHyperModel(cfg, settings, splits))
     model = tuner.get_best_models(1)[0]
     assert (model.beta, model.lambda1, model.lambda2) == pytest.approx((best.beta, best.lambda1, best.lambda2))
-    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    validation = data.evaluation_pipeline(splits.validation, splits.info, cfg.batch_size)
+    accuracy = model.evaluate(validation, verbose=0, return_dict=True)["accuracy"]
     best_row = next(r for r in read_rows(project) if float(r["beta"]) == pytest.approx(best.beta))
     assert np.isfinite(accuracy) and accuracy > 0.15  # trained weights (chance: 0.10)
-    assert accuracy >= float(best_row["accuracy"]) - 1e-6  # the saved epoch is the best (here: the only) one
+    assert accuracy == pytest.approx(float(best_row["accuracy"]), abs=1e-6)  # the saved (only) epoch
 
 
-def test_diverging_trials_are_scored_worst_and_the_search_goes_on(tfds_dir, tmp_path):
-    # lambda2 = 1e4..1e5 with the Laplacian loss at lr 0.1 gives a non-finite loss within a few steps.
-    result = run_cli("tuning.search", *mnist_args(tfds_dir, train=256, test=128), *TINY,
-                     "--lambda2-min", "1e4", "--lambda2-max", "1e5", "--max-trials", "2",
-                     "--directory", str(tmp_path), "--project-name", "nan")
+def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path):
+    # lambda2 log-uniform in [1e-3, 1e5] with the Laplacian loss at lr 0.1: above ~1 it diverges within a few steps
+    result = run_cli("tuning.search", *search_args(no_test_split, train=256), "--lambda2-min", "1e-3",
+                     "--lambda2-max", "1e5", "--max-trials", "3", "--directory", str(tmp_path),
+                     "--project-name", "mixed")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_rows(tmp_path / "nan")
-    assert [r["status"] for r in rows] == ["diverged", "diverged"]
-    assert all(float(r["accuracy"]) == 0.0 and float(r["loss2"]) == DIVERGED_LOSS2 for r in rows)
+    rows = read_rows(tmp_path / "mixed")
+    statuses = [r["status"] for r in rows]
+    assert "diverged" in statuses and "ok" in statuses, rows
+    assert all(r["accuracy"] == "" for r in rows if r["status"] == "diverged")
+    best = FitConfig.load(tmp_path / "mixed" / "best.json")
+    assert best.lambda2 in [float(r["lambda2"]) for r in rows if r["status"] == "ok"]
+    assert "Traceback" not in result.stdout + result.stderr  # a divergence is an outcome, not a crash
+
+
+def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_split, tmp_path):
+    result = run_cli("tuning.search", *search_args(no_test_split, train=256), "--lambda2-min", "1e4",
+                     "--lambda2-max", "1e5", "--max-trials", "2", "--directory", str(tmp_path),
+                     "--project-name", "nan")
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert [r["status"] for r in read_rows(tmp_path / "nan")] == ["diverged", "diverged"]
     assert not (tmp_path / "nan" / "best.json").exists()
-    assert "no trial finished without diverging" in result.stdout
+    err = result.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: no trial finished (2 in all): 2 diverged"), err
+    assert "lower --lr (now 0.1, e.g. --lr 0.02)" in err and "--lambda2-max (now 1e+05)" in err, err
 
 
-def test_trial_results_replace_non_finite_metrics_by_the_worst_scores():
-    finite = {"val_accuracy": 0.9, "val_loss": 1.0, "val_loss1": 0.5, "val_loss2": 0.1, "val_loss3": 0.2}
-    ok = trial_results(finite, diverged=False, weight=2.0)
-    assert ok["balanced"] == pytest.approx(0.9 - 2.0 * 0.1) and ok["diverged"] == 0.0
-    bad = trial_results({**finite, "val_loss3": float("nan")}, diverged=False, weight=2.0)
-    assert bad == {"val_accuracy": 0.0, "val_loss2": DIVERGED_LOSS2, "balanced": -2.0 * DIVERGED_LOSS2,
-                   "diverged": 1.0}
-    assert trial_results(finite, diverged=True, weight=1.0)["diverged"] == 1.0
+def test_trial_results_are_the_validation_metrics_or_none_when_not_finite():
+    finite = {"val_accuracy": 0.9, "val_loss": 1.0, "val_loss1": 0.5, "val_loss2": 0.1, "val_loss3": 0.2,
+              "accuracy": 0.5}
+    ok = trial_results(finite, weight=2.0)
+    assert ok == {**{k: v for k, v in finite.items() if k.startswith("val_")}, "balanced": pytest.approx(0.7)}
+    assert trial_results({**finite, "val_loss3": float("nan")}, weight=2.0) is None
+    assert trial_results({"val_accuracy": 0.9}, weight=2.0) is None
 
 
 def _free_port() -> int:
@@ -159,38 +217,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_chief_and_two_workers_complete_a_search_together(tfds_dir, tmp_path):
+def test_a_worker_killed_mid_trial_does_not_stall_the_chief(tfds_dir, tmp_path):
     port = _free_port()
     args = [*mnist_args(tfds_dir, train=256, test=128), *TINY, *BOUND_FLAGS, "--max-trials", "3",
-            "--directory", str(tmp_path), "--project-name", "dist"]
-    procs = {}
+            "--trial-timeout", "10", "--directory", str(tmp_path), "--project-name", "dist"]
+    procs, logs = {}, {}
     try:
         for tuner_id in ("chief", "worker0", "worker1"):
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERASTUNER_TUNER_ID": tuner_id,
                    "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-            procs[tuner_id] = subprocess.Popen(
-                [sys.executable, "-m", "tuning.search", *args], cwd=ROOT, env=env, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.time() + 420
-        outputs = {}
-        for tuner_id, proc in procs.items():
-            outputs[tuner_id] = proc.communicate(timeout=max(deadline - time.time(), 1))
+            logs[tuner_id] = tmp_path / f"{tuner_id}.out"
+            with open(logs[tuner_id], "w") as out, open(tmp_path / f"{tuner_id}.err", "w") as err:
+                procs[tuner_id] = subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=ROOT,
+                                                   env=env, text=True, stdout=out, stderr=err,
+                                                   start_new_session=True)
+        # kill the first worker that starts a trial, in that trial
+        killed, deadline = None, time.time() + 240
+        while killed is None and time.time() < deadline:
+            for worker in ("worker0", "worker1"):
+                if f"[{worker}] trial " in logs[worker].read_text():
+                    killed = worker
+                    os.killpg(procs[worker].pid, signal.SIGKILL)
+                    break
+            time.sleep(0.2)
+        assert killed, {k: p.read_text()[-2000:] for k, p in logs.items()}
+        killed_at = time.time()
+        survivor = "worker1" if killed == "worker0" else "worker0"
+        for tuner_id in ("chief", survivor):
+            procs[tuner_id].wait(timeout=max(killed_at + 150 - time.time(), 1))
+        chief_seconds = time.time() - killed_at
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-    for tuner_id, proc in procs.items():
-        assert proc.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
-    ran = {}
-    for worker in ("worker0", "worker1"):
-        ran[worker] = [line for line in outputs[worker][0].splitlines() if line.startswith(f"[{worker}] trial ")]
-        assert len(ran[worker]) >= 1, outputs[worker][0][-2000:]
-    assert len(ran["worker0"]) + len(ran["worker1"]) == 3
-    assert "chief ran 0 trial(s)" in outputs["chief"][0]
+    out = {k: p.read_text() for k, p in logs.items()}
+    for tuner_id in ("chief", survivor):
+        assert procs[tuner_id].returncode == 0, (tuner_id, (tmp_path / f"{tuner_id}.err").read_text()[-3000:])
+    assert f"[chief] lost: worker {killed} sent nothing for 10 s (--trial-timeout)" in out["chief"], out["chief"]
+    assert "chief ran 0 trial(s)" in out["chief"]
+    ran = [line for line in out[survivor].splitlines() if line.startswith(f"[{survivor}] trial ")]
     rows = read_rows(tmp_path / "dist")
-    assert [r["trial"] for r in rows] == ["0", "1", "2"] and all(r["status"] == "ok" for r in rows)
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert sorted(r["status"] for r in rows) == ["lost", "ok", "ok"] and len(ran) == 2, (rows, ran)
     assert (tmp_path / "dist" / "best.json").exists()
+    print(f"chief finished {chief_seconds:.0f} s after the kill")
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -199,6 +270,8 @@ def test_chief_and_two_workers_complete_a_search_together(tfds_dir, tmp_path):
     (["--tuner", "grid"], "error: --tuner must be one of random, bayesian, hyperband (got 'grid')"),
     (["--lambda2-min", "0"], "error: --lambda2-min must be > 0: lambda2 is sampled on a log scale (got 0)"),
     (["--max-trials", "0"], "error: --max-trials must be >= 1 (got 0)"),
+    (["--trial-timeout", "-1"], "error: --trial-timeout must be a number of seconds >= 0 (got -1)"),
+    (["--validation-split", "0"], "error: --validation-split 0 holds out no images: a search scores its trials"),
 ])
 def test_bad_search_settings_are_refused(flags, message, capsys, tmp_path):
     assert search.main([*flags, "--directory", str(tmp_path)]) == 2

@@ -1,10 +1,15 @@
 """The KerasTuner hypermodel of a CSAE: β, λ1, λ2 (optionally the learning rate) per trial, the rest from one
 FitConfig.
 
-The tuned values are loss weights and the noise level, not architecture: each trial builds the model of
-``dataclasses.replace(cfg, beta=..., lambda1=..., lambda2=...)`` with `csae_tf.models.build_model`, so they
-reach the model's own `train_step`. A trial returns the validation (test-split) metrics of its last epoch;
-a trial whose loss stops being finite is stopped and scored as the worst possible one instead of failing.
+A trial is a ``python -m csae_tf.fit`` run of ``dataclasses.replace(cfg, beta=..., lambda1=..., lambda2=...)``
+through the trainer's own pieces: `keras.utils.set_random_seed(cfg.seed)` then `csae_tf.models.build_model` and
+`csae_tf.trainer.compile_model` (same optimizer, schedule and steps per execution), the batches of
+`csae_tf.data.training_pipeline` (the same order, epoch by epoch) and the validation images that
+`csae_tf.data.load_splits` holds out of the training split. So `best.json`, retrained with `csae fit`, gives its
+trial's figures again (bit for bit with ``--deterministic``). The test split is never read.
+
+A trial reports the validation metrics of its last epoch. A trial whose training loss stops being finite
+(`csae_tf.models.DIVERGED`) raises `TrialDiverged`: KerasTuner scores it as failed and the search goes on.
 """
 
 from __future__ import annotations
@@ -15,28 +20,20 @@ import time
 
 import keras
 import keras_tuner
+import tensorflow as tf
 
+from csae_tf import data
 from csae_tf.callbacks import EpochStats
 from csae_tf.config import FitConfig
-from csae_tf.models import build_model
-from csae_tf.schedules import build_optimizer
-from tuning.space import DIVERGED_ACCURACY, DIVERGED_LOSS2, SearchSettings, balanced_score
+from csae_tf.models import DIVERGED, build_model
+from csae_tf.trainer import compile_model, set_precision
+from tuning.space import SearchSettings, balanced_score
 
 REPORTED = ("val_accuracy", "val_loss", "val_loss1", "val_loss2", "val_loss3")
 
 
-class DivergenceGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is not finite, and remembers it."""
-
-    def __init__(self):
-        super().__init__()
-        self.diverged_at = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged_at = batch
-            self.model.stop_training = True
+class TrialDiverged(keras_tuner.errors.FailedTrialError):
+    """The trial's training loss (or a validation metric) is not finite: the trial failed, the search goes on."""
 
 
 class BalancedScore(keras.callbacks.Callback):
@@ -52,23 +49,25 @@ class BalancedScore(keras.callbacks.Callback):
 
 
 class CSAEHyperModel(keras_tuner.HyperModel):
-    """Builds and trains one CSAE per trial.
+    """Builds and trains one CSAE per trial, as `csae_tf.trainer.Trainer` does.
 
     Args:
         cfg: the FitConfig every trial starts from (data, architecture, optimiser, epochs, seed).
         settings: the search settings (bounds, objective, whether the learning rate is tuned).
-        num_classes, image_shape: of the dataset.
-        steps_per_epoch: training steps per epoch (for the learning-rate schedule).
+        splits: the training and validation images (`csae_tf.data.load_splits(cfg, test=False)`).
+        strategy: the tf.distribute strategy of each trial, or None.
     """
 
-    def __init__(self, cfg: FitConfig, settings: SearchSettings, num_classes: int, image_shape: tuple,
-                 steps_per_epoch: int):
+    def __init__(self, cfg: FitConfig, settings: SearchSettings, splits: data.Splits,
+                 strategy: tf.distribute.Strategy | None = None):
         super().__init__(name="csae")
+        if splits.validation is None:
+            raise ValueError("a search needs validation images (validation_split > 0)")
         self.cfg = cfg
         self.settings = settings
-        self.num_classes = num_classes
-        self.image_shape = tuple(image_shape)
-        self.steps_per_epoch = steps_per_epoch
+        self.splits = splits
+        self.strategy = strategy
+        self.steps_per_epoch = splits.info.num_train // cfg.batch_size
 
     def tuned_values(self, hp) -> dict:
         """Declare (first call) and read the tuned FitConfig fields of a trial."""
@@ -85,22 +84,34 @@ class CSAEHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         cfg = self.config(hp)
-        keras.utils.set_random_seed(cfg.seed)  # every trial starts from the same weights and centroids
-        model = build_model(cfg, self.num_classes, self.image_shape)
-        model.compile(optimizer=build_optimizer(cfg, self.steps_per_epoch), steps_per_execution=cfg.steps_per_execution)
-        return model
+        info = self.splits.info
+        set_precision(cfg.precision)
+        keras.utils.set_random_seed(cfg.seed)  # as the trainer: every trial starts from the same weights
+        model = build_model(cfg, info.num_classes, info.image_shape)
+        return compile_model(model, cfg, self.steps_per_epoch, strategy=self.strategy)
 
-    def fit(self, hp, model, train, validation_data=None, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
-        guard = DivergenceGuard()
+    def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
+        cfg, info = self.config(hp), self.splits.info
+        epochs = epochs or cfg.epochs
+        train = data.training_pipeline(self.splits.train, info, cfg.batch_size, seed=cfg.seed, epochs=epochs,
+                                       initial_epoch=initial_epoch)
+        validation = data.evaluation_pipeline(self.splits.validation, info, cfg.batch_size)
         start = time.time()
-        history = model.fit(
-            train, validation_data=validation_data, epochs=epochs or self.cfg.epochs, initial_epoch=initial_epoch,
-            callbacks=[EpochStats(), guard, BalancedScore(self.settings.balance_weight), *callbacks],
-            verbose=kwargs.get("verbose", self.cfg.verbose),
-        )
+        try:
+            history = model.fit(
+                train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=self.steps_per_epoch, shuffle=False, verbose=kwargs.get("verbose", cfg.verbose),
+                callbacks=[EpochStats(), BalancedScore(self.settings.balance_weight), *callbacks],
+            )
+        except tf.errors.InvalidArgumentError as err:
+            if DIVERGED not in str(err):
+                raise
+            raise TrialDiverged(f"diverged: {DIVERGED} ({describe(cfg, self.settings)})") from None
         seconds = time.time() - start
         last = {name: float(values[-1]) for name, values in history.history.items() if values}
-        results = trial_results(last, diverged=guard.diverged_at is not None, weight=self.settings.balance_weight)
+        results = trial_results(last, self.settings.balance_weight)
+        if results is None:
+            raise TrialDiverged(f"diverged: non-finite validation metrics ({describe(cfg, self.settings)})")
         results.update(seconds=round(seconds, 2), epochs=float(len(history.epoch)))
         strategy = model.distribute_strategy
         print(f"  trial result ({type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)): "
@@ -108,13 +119,16 @@ class CSAEHyperModel(keras_tuner.HyperModel):
         return results
 
 
-def trial_results(last: dict, diverged: bool, weight: float) -> dict:
-    """What a trial reports: the last epoch's validation metrics and `balanced`, or the worst scores if it
-    diverged (a non-finite training loss, or non-finite or missing validation metrics)."""
+def describe(cfg: FitConfig, settings: SearchSettings) -> str:
+    names = dict.fromkeys([b.name for b in settings.bounds] + ["lr"])
+    return ", ".join(f"{name} {getattr(cfg, name):.4g}" for name in names)
+
+
+def trial_results(last: dict, weight: float) -> dict | None:
+    """What a trial reports: the last epoch's validation metrics and `balanced`; None if one of them is missing
+    or not finite."""
     values = {name: last[name] for name in REPORTED if name in last}
-    if diverged or len(values) < len(REPORTED) or not all(math.isfinite(v) for v in values.values()):
-        return {"val_accuracy": DIVERGED_ACCURACY, "val_loss2": DIVERGED_LOSS2,
-                "balanced": balanced_score(DIVERGED_ACCURACY, DIVERGED_LOSS2, weight), "diverged": 1.0}
+    if len(values) < len(REPORTED) or not all(math.isfinite(v) for v in values.values()):
+        return None
     values["balanced"] = balanced_score(values["val_accuracy"], values["val_loss2"], weight)
-    values["diverged"] = 0.0
     return values
