@@ -199,7 +199,7 @@ def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_s
     assert not (tmp_path / "nan" / "best.json").exists()
     err = result.stderr.strip().splitlines()[-1]
     assert err.startswith("error: no trial finished (2 in all): 2 diverged"), err
-    assert "lower --lr (now 0.1, e.g. --lr 0.02)" in err and "--lambda2-max (now 1e+05)" in err, err
+    assert "lower --lr (now 0.1, e.g. --lr 0.02)" in err and "--lambda2-max (now 100000)" in err, err
 
 
 def test_trial_results_are_the_validation_metrics_or_none_when_not_finite():
