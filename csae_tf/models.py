@@ -22,7 +22,7 @@ from csae_tf.layers import (
     PEDCCCentroids,
     ResidualBlock,
 )
-from csae_tf.steps import apply_gradients, update_trackers
+from csae_tf.steps import apply_gradients, scale_loss, update_trackers
 
 METRIC_NAMES = ("loss", "loss1", "loss2", "loss3", "accuracy")
 DIVERGED = "the training loss is not finite"  # the check_numerics message the trainer turns into an error
@@ -101,11 +101,13 @@ class CSAE(keras.Model):
             images are padded to the encoder's input.
 
     Example:
+        >>> import csae_tf, keras
+        >>> from csae_tf.models import CSAE, build_decoder, build_encoder
         >>> encoder = build_encoder("conv", (32, 32, 1), 40)
         >>> decoder = build_decoder("conv", (32, 32, 1), 40)
         >>> model = CSAE(encoder, decoder, csae_tf.generate_centroids(10, 40))
         >>> model.compile(keras.optimizers.SGD(0.05, momentum=0.9))
-        >>> model.fit(train_ds, validation_data=val_ds)  # logs loss, loss1-3, accuracy
+        >>> model.fit(train_ds, validation_data=val_ds)  # (images, labels) batches; logs loss, loss1-3, accuracy
 
     Reference: Zhu & Zhang, "A Classification Supervised Auto-Encoder Based on Predefined
     Evenly-Distributed Class Centroids", 2019.
@@ -152,6 +154,12 @@ class CSAE(keras.Model):
 
     def build(self, input_shape):
         self.pedcc.build((None, self.latent_dim))
+        # Every layer built here: otherwise Keras' symbolic pre-build under a strategy (fit, evaluate) runs
+        # the model on a MEAN-reduced (float) copy of a uint8 batch, which `preprocess` passes on unpadded.
+        for layer, shape in ((self.noise, (None, self.latent_dim)), (self.latent_gaussians, (None,)),
+                             (self.augmentation, (None, *self.image_shape))):
+            if layer is not None and not layer.built:
+                layer.build(shape)
         self.built = True
 
     @property
@@ -254,7 +262,7 @@ class CSAE(keras.Model):
             values = self.compute_losses(images, labels, z, reconstruction)
             # Divide by the *global* batch: the optimizer sums gradients over replicas.
             loss = tf.nn.compute_average_loss(values["loss"])
-            loss = tf.debugging.check_numerics(loss, DIVERGED)
+            loss = scale_loss(self, tf.debugging.check_numerics(loss, DIVERGED))
         apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
         return update_trackers(self.trackers, values)
 

@@ -6,17 +6,26 @@ import keras
 import tensorflow as tf
 
 
+def scale_loss(model: keras.Model, loss):
+    """The loss to differentiate: scaled under float16 (a `LossScaleOptimizer`), as it is otherwise.
+
+    Call it inside the `GradientTape`, so that the scaling is recorded.
+    """
+    optimizer = model.optimizer
+    return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
+
+
 def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=None, weight_decay: float = 0.0):
-    """One optimizer step on `loss` (already divided by the global batch), with coupled L2 decay.
+    """One optimizer step on `loss` (divided by the global batch, through `scale_loss`), with coupled L2 decay.
 
     The decay is added to the gradients as PyTorch's SGD does; each replica adds `wd / replicas`
-    because the optimizer sums the replicas' gradients. Under float16 the loss is scaled
-    (`LossScaleOptimizer`), and the decay is scaled alike, since the optimizer unscales the sum.
+    because the optimizer sums the replicas' gradients. Under float16 the loss was scaled, and the
+    decay is scaled alike, since the `LossScaleOptimizer` unscales the sum.
     """
     variables = model.trainable_variables if variables is None else variables
     optimizer = model.optimizer
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    grads = tape.gradient(optimizer.scale_loss(loss) if scaled else loss, variables)
+    grads = tape.gradient(loss, variables)
     if weight_decay:
         decay = weight_decay / tf.distribute.get_strategy().num_replicas_in_sync
         if scaled:
