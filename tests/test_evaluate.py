@@ -1,6 +1,7 @@
 """`csae_tf.evaluate`, `csae_tf.generate` and `csae_tf.extrapolate` on briefly trained real-MNIST runs."""
 
 import json
+import tracemalloc
 
 import keras
 import numpy as np
@@ -127,13 +128,15 @@ def test_run_without_a_model_is_a_clear_error(tmp_path, capsys):
     assert "no model.keras" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("shape", [(4, 20, 20), (4, 28, 28, 3), (28, 28)])
-def test_images_of_the_wrong_shape_are_a_clear_error(full_run, tmp_path, capsys, shape):
+@pytest.mark.parametrize("shape, words", [((4, 20, 20), "do not fit the model's input (32, 32, 1)"),
+                                          ((4, 28, 28, 3), "colour images for a greyscale model"),
+                                          ((28, 28), "expected images shaped")])
+def test_images_of_the_wrong_shape_are_a_clear_error(full_run, tmp_path, capsys, shape, words):
     path = tmp_path / "bad.npy"
     np.save(path, np.zeros(shape, np.uint8))
     assert extrapolate.main(["--run", str(full_run), "--images", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and ("(32, 32, 1)" in err or "expected images shaped" in err)
+    assert err.startswith("error: ") and str(path) in err and words in err
 
 
 def test_unknown_image_format_and_heldout_without_subset_are_clear_errors(full_run, tmp_path, capsys):
@@ -145,6 +148,104 @@ def test_unknown_image_format_and_heldout_without_subset_are_clear_errors(full_r
 
 
 def test_evaluate_on_another_dataset_with_a_different_image_shape_is_a_clear_error(full_run):
-    with pytest.raises(evaluate.RunDirError, match="do not fit the model's input"):
+    with pytest.raises(evaluate.RunDirError, match="colour images for a greyscale model"):
         evaluate.check_images(np.zeros((2, 32, 32, 3), np.uint8), keras.models.load_model(full_run / "model.keras"),
                               "test split of cifar10")
+
+
+# --- bounded memory with many classes (issue 13) ---
+
+def test_nearest_labels_never_builds_an_images_by_classes_by_d_array():
+    """1,000 codes x 1,000 classes x d 64 would be 256 MB as one (N, classes, d) array; batches stay small."""
+    rng = np.random.default_rng(0)
+    latent, centroids = rng.normal(size=(1000, 64)).astype("float32"), rng.normal(size=(1000, 64)).astype("float32")
+    tracemalloc.start()
+    labels = evaluate.nearest_labels(latent, centroids, batch=256)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    expected = ((latent[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1)  # the reference, outside the trace
+    np.testing.assert_array_equal(labels, expected)
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_pairwise_distances_of_1000_centroids_in_512_dimensions_take_n_by_n_memory():
+    """The PEDCC and class-mean distance matrices of evaluation.json: n x n, never n x n x d (4 GB here)."""
+    points = np.random.default_rng(1).normal(size=(1000, 512))
+    tracemalloc.start()
+    distances = evaluate.pairwise_distances(points)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20, f"peak {peak / 2**20:.0f} MB"
+    for i, j in ((0, 1), (5, 999), (7, 7)):
+        assert distances[i, j] == pytest.approx(np.linalg.norm(points[i] - points[j]), abs=1e-6)
+
+
+def test_class_mean_distances_are_nan_for_classes_absent_from_the_labels():
+    latent = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 5.0]])
+    distances = evaluate.class_mean_distances(latent, np.array([0, 0, 2, 2]), 3)
+    assert distances[0, 2] == pytest.approx(np.hypot(1.0, 4.0)) and distances[0, 0] == 0
+    assert np.isnan(distances[1]).all() and np.isnan(distances[:, 1]).all()
+
+
+# --- generate refuses classes the run never trained ---
+
+def test_generate_refuses_a_class_the_run_was_not_trained_on(digits_0_to_4_run, tmp_path, capsys):
+    """The run of digits 0-4 has no latent Gaussian for 7: asking for it is a one-line error, no image."""
+    assert generate.main(["--run", str(digits_0_to_4_run), "--classes", "3,7",
+                          "--output", str(tmp_path / "g.png")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --classes: the run was not trained on class(es) 7 "
+                                               "(it was trained on 0, 1, 2, 3, 4)")
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_accepts_the_trained_classes_of_a_subset_run(digits_0_to_4_run, tmp_path):
+    assert generate.main(["--run", str(digits_0_to_4_run), "--classes", "0,4", "--per-class", "2",
+                          "--output", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").exists()
+
+
+# --- the image contract in extrapolate ---
+
+def test_extrapolate_refuses_float_images_in_0_1(full_run, tmp_path, capsys):
+    """Floats in [0, 1] used to be read as 0..255 (all but black) and gave nonsense errors with exit 0."""
+    np.save(tmp_path / "scaled.npy", np.random.default_rng(0).random((5, 28, 28)).astype("float32"))
+    assert extrapolate.main(["--run", str(full_run), "--images", str(tmp_path / "scaled.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "scaled.npy" in err and "[0, 1]" in err and "uint8 0..255" in err
+
+
+def test_extrapolate_names_a_corrupt_npz_in_one_line(full_run, tmp_path, capsys):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert extrapolate.main(["--run", str(full_run), "--images", str(tmp_path / "broken.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "broken.npz" in err and len(err.splitlines()) == 1
+
+
+# --- path arguments of the wrong kind: one line, never a traceback ---
+
+def test_evaluate_run_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "model.keras").write_text("")
+    assert evaluate.main(["--run", str(tmp_path / "model.keras")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'model.keras'} is a file, not a run directory " \
+                                              "(a folder written by csae fit)"
+
+
+def test_evaluate_output_that_is_a_file_is_a_one_line_error(full_run, tmp_path, capsys):
+    (tmp_path / "report").write_text("")
+    assert evaluate.main(["--run", str(full_run), "--output", str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --output {tmp_path / 'report'} is a file, not a folder"
+
+
+@pytest.mark.parametrize("flag", ["--output", "--npy"])
+def test_generate_file_arguments_that_are_folders_are_one_line_errors(full_run, tmp_path, capsys, flag):
+    other = {"--output": ["--npy", str(tmp_path / "x.npy")], "--npy": ["--output", str(tmp_path / "x.png")]}[flag]
+    assert generate.main(["--run", str(full_run), flag, str(tmp_path), *other]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {flag} {tmp_path} is a folder; name a file"
+
+
+def test_extrapolate_output_that_is_a_file_is_a_one_line_error(full_run, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
+    (tmp_path / "out").write_text("")
+    assert extrapolate.main(["--run", str(full_run), "--images", str(tmp_path / "x.npy"),
+                             "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --output {tmp_path / 'out'} is a file, not a folder"
