@@ -40,6 +40,7 @@ from csae_tf.runs import (
     dataset_split,
     encode_and_reconstruct,
     first_of_each_class,
+    heldout_classes,
     load_run,
     to_input,
 )
@@ -48,13 +49,8 @@ from csae_tf.runs import (
 def read_set(spec: str, cfg, model, limit: int | None = None, data_dir: str | None = None):
     """(name, uint8 images, labels or None) of one `--images` value."""
     if spec == "heldout":
-        if not cfg.classes:
-            raise RunDirError("--images heldout needs a run trained on a subset of classes (fit --classes ...)")
-        held = [c for c in range(model.num_classes) if c not in cfg.classes]
-        if not held:
-            raise RunDirError("--images heldout: the run was trained on every class")
         images, labels, _ = dataset_split(cfg, "test", data_dir=data_dir, limit=limit or cfg.test_limit,
-                                          classes=held)
+                                          classes=heldout_classes(cfg, model, "--images"))
         return "heldout", check_images(images, model, "heldout"), labels
     path = Path(spec)
     if not path.exists():

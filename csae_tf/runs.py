@@ -54,6 +54,16 @@ def check_images(images: np.ndarray, model, what: str) -> np.ndarray:
         raise RunDirError(str(err)) from None
 
 
+def heldout_classes(cfg: FitConfig, model, flag: str) -> list[int]:
+    """The class ids a run fit with --classes held out; a RunDirError naming `flag` if it held out none."""
+    if not cfg.classes:
+        raise RunDirError(f"{flag} heldout needs a run trained on a subset of classes (fit --classes ...)")
+    held = [c for c in range(model.num_classes) if c not in cfg.classes]
+    if not held:
+        raise RunDirError(f"{flag} heldout: the run was trained on every class")
+    return held
+
+
 def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = None, data_dir: str | None = None,
                   manual_dir: str | None = None, limit: int | None = None, classes=None):
     """(uint8 images (N, h, w, C), labels (N,), DatasetInfo) of a TFDS split, by default the run's own dataset."""
