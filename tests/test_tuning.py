@@ -175,6 +175,18 @@ def test_get_best_models_loads_the_best_trial(resumed_search, no_test_split):
     assert accuracy == pytest.approx(float(best_row["accuracy"]), abs=1e-6)  # the saved (only) epoch
 
 
+def test_the_default_search_trains(no_test_split, tmp_path):
+    # the default space and optimiser (CSAE-C, SGD lr 0.1), 1 epoch on 1,000 images: both trials finish
+    result = run_cli("tuning.search", "--dataset", "mnist", "--data-dir", str(no_test_split), "--manual-dir",
+                     str(MNIST_FILES), "--train-limit", "1000", "--epochs", "1", "--max-trials", "2", "--verbose", "0",
+                     "--directory", str(tmp_path), "--project-name", "default")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = read_rows(tmp_path / "default")
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert all(float(r["accuracy"]) > 0.2 for r in rows), rows  # chance: 0.10
+    assert (tmp_path / "default" / "best.json").exists()
+
+
 def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path):
     # lambda2 log-uniform in [1e-3, 1e5] with the Laplacian loss at lr 0.1: above ~1 it diverges within a few steps
     result = run_cli("tuning.search", *search_args(no_test_split, train=256), "--lambda2-min", "1e-3",
