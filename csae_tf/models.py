@@ -173,12 +173,13 @@ class CSAE(keras.Model):
                 "reconstruction": self.decoder(self.noise(z, training=training), training=training)}
 
     def preprocess(self, images):
-        """uint8 images (0-255, the dataset's size) -> the encoder's input in [-1, 1]; float images pass as they are.
+        """Images of the dataset (uint8 0-255, or its own smaller size) -> the encoder's input in [-1, 1].
 
-        The trainer's pipelines send uint8 batches: a quarter of the bytes to the device, and the
-        padding and scaling run there, inside the step.
+        Float images of the encoder's input size pass as they are (already preprocessed). The trainer's
+        pipelines send uint8 batches: a quarter of the bytes to the device, and the padding and scaling
+        run there, inside the step.
         """
-        if images.dtype != tf.uint8:
+        if images.dtype != tf.uint8 and tuple(images.shape[1:3]) == tuple(self.image_shape[:2]):
             return images
         from csae_tf.data import to_model_input
 

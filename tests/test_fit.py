@@ -127,8 +127,8 @@ def test_datasets_with_identically_named_files_do_not_mix_in_one_data_dir(tfds_d
     assert mnist_mean < 40 < 60 < fashion_mean  # MNIST mean pixel ~33, Fashion-MNIST ~73
 
 
-def test_validation_and_test_metrics_cover_the_whole_test_split_every_epoch(tfds_dir, tmp_path):
-    # Accuracy over all 10,000 test images is a multiple of 1/10,000 in every epoch and at the end.
+def test_validation_metrics_cover_the_held_out_images_and_test_the_whole_test_split(tfds_dir, tmp_path):
+    """val_* (every epoch) read all 85 held-out training images; metrics.json's test_* all 10,000 test images."""
     out = tmp_path / "full_test"
     args = ["--dataset", "mnist", "--data-dir", str(tfds_dir), "--train-limit", "1024", "--batch-size", "128",
             "--epochs", "2", "--image-every", "0", "--verbose", "2", "--output", str(out)]
@@ -136,6 +136,36 @@ def test_validation_and_test_metrics_cover_the_whole_test_split_every_epoch(tfds
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ran out of data" not in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_validation"] == 1024 // 12 and metrics["num_test"] == 10_000
     accuracies = [float(r["val_accuracy"]) for r in csv.DictReader(open(out / "history.csv"))]
-    for accuracy in [*accuracies, metrics["test_accuracy"]]:
-        assert abs(accuracy * 10_000 - round(accuracy * 10_000)) < 1e-2, accuracy
+    for accuracy in [*accuracies, metrics["val_accuracy"]]:
+        assert abs(accuracy * 85 - round(accuracy * 85)) < 1e-3, accuracy
+    assert abs(metrics["test_accuracy"] * 10_000 - round(metrics["test_accuracy"] * 10_000)) < 1e-2
+    assert accuracies[-1] == pytest.approx(metrics["val_accuracy"], abs=1e-6)  # the last epoch's = a fresh pass
+    model = keras.models.load_model(out / "model.keras")
+    labels, distances = model.classify(np.zeros((3, *model.image_shape), "float32"))
+    assert labels.shape == (3,) and distances.shape == (3, 10)
+    np.testing.assert_array_equal(model.pedcc.centroids.numpy(), np.load(out / "centroids.npy"))
+
+
+def test_a_diverging_run_stops_at_once_with_a_clear_error_and_writes_no_model(tfds_dir, tmp_path):
+    """The README's diverging setting: a non-zero exit naming the cause, no NaN model or metrics.json."""
+    out = tmp_path / "diverged"
+    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1024, test=128), "--lambda2", "1", "--lr", "0.1",
+                     "--epochs", "2", "--image-every", "0", "--verbose", "2", "--output", str(out))
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
+    assert "training diverged" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
+
+
+def test_presets_are_listed_in_help_recorded_in_config_and_overridden_by_flags(tmp_path):
+    from csae_tf.config import PRESETS, config_from_args
+    from csae_tf.fit import build_parser
+
+    help_text = build_parser().format_help()
+    assert all(name in help_text for name in PRESETS) and "(default: None)" not in help_text
+    cfg = config_from_args(build_parser().parse_args(["--preset", "paper-l", "--epochs", "5"]))
+    assert (cfg.preset, cfg.arch, cfg.optimizer, cfg.lr, cfg.epochs) == ("paper-l", "linear", "adam", 1e-3, 5)
+    cfg.save(tmp_path / "config.json")
+    again = config_from_args(build_parser().parse_args(["--config", str(tmp_path / "config.json")]))
+    assert again == cfg

@@ -19,6 +19,7 @@ from conftest import mnist_args, run_cli
 from csae_tf import viz
 
 TRAIN, TEST, EPOCHS = 1000, 300, 2
+VALIDATION = TRAIN // 12  # the default --validation-split holds out 1 image in 12: what the projector shows
 MNIST_SHAPE = (28, 28, 1)
 SCALARS = ("loss", "loss1", "loss2", "loss3", "accuracy")
 IMAGE_TAGS = ("reconstruction", "generated", "class_mean_distances", "pedcc_distances")
@@ -106,18 +107,18 @@ def test_png_figures_have_the_grid_sizes(run_dir):
     assert size("distances.png") == (heat[0], 2 * heat[1])
 
 
-def test_projector_holds_the_test_codes_and_centroids_with_labels_and_sprite(run_dir):
+def test_projector_holds_the_validation_codes_and_centroids_with_labels_and_sprite(run_dir):
     import tensorflow as tf
     from PIL import Image
 
     folder = run_dir / "logs" / "projector"
     codes = tf.train.load_variable(tf.train.latest_checkpoint(str(folder)), "latent/.ATTRIBUTES/VARIABLE_VALUE")
-    assert codes.shape == (TEST + 10, 40) and np.all(np.isfinite(codes))
-    np.testing.assert_allclose(codes[TEST:], np.load(run_dir / "centroids.npy"), atol=1e-6)
+    assert codes.shape == (VALIDATION + 10, 40) and np.all(np.isfinite(codes))
+    np.testing.assert_allclose(codes[VALIDATION:], np.load(run_dir / "centroids.npy"), atol=1e-6)
     rows = (folder / "metadata.tsv").read_text().splitlines()
-    assert rows[0] == "label\tname\tkind" and len(rows) == 1 + TEST + 10
+    assert rows[0] == "label\tname\tkind" and len(rows) == 1 + VALIDATION + 10
     assert rows[-1].split("\t") == ["9", "9", "centroid"]
-    side = math.ceil(math.sqrt(TEST + 10)) * 28
+    side = math.ceil(math.sqrt(VALIDATION + 10)) * 28
     assert Image.open(folder / "sprite.png").size == (side, side)
     assert any(p.name.startswith("events.out.tfevents") for p in folder.iterdir())
 
@@ -193,7 +194,7 @@ def test_server_serves_the_projector_config_of_the_latent_codes(server):
     info = _get(server, "/data/plugin/projector/info?run=projector")
     [embedding] = info["embeddings"]
     assert embedding["tensorName"] == "latent/.ATTRIBUTES/VARIABLE_VALUE"
-    assert embedding["tensorShape"] == [TEST + 10, 40]
+    assert embedding["tensorShape"] == [VALIDATION + 10, 40]
     assert embedding["metadataPath"] == "metadata.tsv" and embedding["sprite"]["singleImageDim"] == [28, 28]
 
 
@@ -207,5 +208,5 @@ def test_server_serves_hyperparameters_with_the_final_metrics(server, run_dir):
     assert {k: group["hparams"][k] for k in HPARAMS} == HPARAMS
     final = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert final["final/val_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert final["final/val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
     assert final["final/val_loss1"] == pytest.approx(metrics["test_loss1"], rel=1e-5)
