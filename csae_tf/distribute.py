@@ -196,7 +196,8 @@ def check_same_epoch(strategy: tf.distribute.Strategy, epoch: int) -> None:
 
 
 class AverageMovingStatistics(keras.callbacks.Callback):
-    """At each epoch end, sets every replica's non-trainable weights to their mean over all replicas.
+    """Before each validation and at each epoch end, sets every replica's non-trainable weights to their
+    mean over all replicas, so `val_*` reads the statistics that the saved model will hold.
 
     Keras 3 creates batch-norm moving statistics as mirrored variables that each replica
     updates from its own sub-batch without aggregation, so the replicas drift apart and the
@@ -209,6 +210,9 @@ class AverageMovingStatistics(keras.callbacks.Callback):
         super().__init__()
         self.strategy = strategy
         self._average = None
+
+    def on_test_begin(self, logs=None):  # fit's validation runs its callbacks' test hooks
+        self()
 
     def on_epoch_end(self, epoch, logs=None):
         self()
