@@ -61,6 +61,8 @@ def compile_model(model: CSAE, cfg: FitConfig, steps_per_epoch: int, steps_per_e
         raise ConfigError("--jit-compile on does not work under a mirrored strategy on CPU devices (TensorFlow "
                           "reads a CPU:1 resource from CPU:0); use --jit-compile auto")
     spe = steps_per_execution or cfg.steps_per_execution or auto_steps_per_execution(steps_per_epoch, cfg.save_freq)
+    # Keras runs whole executions: a given count must divide the epoch (and --save-freq) like the automatic one
+    spe = math.gcd(spe, math.gcd(steps_per_epoch, cfg.save_freq) if cfg.save_freq else steps_per_epoch)
     model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), steps_per_execution=spe, jit_compile=jit)
     model.optimizer.build(model.trainable_variables)
     return model
