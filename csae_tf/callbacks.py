@@ -36,9 +36,10 @@ class EpochStats(keras.callbacks.Callback):
 # below add what the paper looks at (Fig. 4-9): they run at epoch ends, never inside a training step.
 
 GAUSSIAN_LIMIT = 2000  # training images used to fit the per-class latent Gaussians for the generated grid
-GEOMETRY_LIMIT = 1000  # test images whose class-mean latent codes give the distance heat-map
-PROJECTOR_LIMIT = 2500  # test images shown in the Embedding Projector (a 50 x 50 sprite)
-RECONSTRUCTION_COUNT = 10  # test images in the reconstruction grid
+GEOMETRY_LIMIT = 1000  # validation images whose class-mean latent codes give the distance heat-map
+PROJECTOR_LIMIT = 2500  # validation images shown in the Embedding Projector (a 50 x 50 sprite)
+RECONSTRUCTION_COUNT = 10  # validation images in the reconstruction grid
+SCORE_LIMIT = 500  # validation images whose open-set scores are histogrammed each epoch
 
 
 def to_display(images, source_shape: tuple) -> np.ndarray:
@@ -244,6 +245,7 @@ def monitoring_callbacks(cfg, info, shown, train, log_dir, figures_dir) -> list[
     first GAUSSIAN_LIMIT images of `train` (un-augmented). The test split is never read here.
     """
     from csae_tf import data
+    from csae_tf.ood import ScoreHistogram
 
     log_dir = Path(log_dir)
     limit = max(GEOMETRY_LIMIT, PROJECTOR_LIMIT)
@@ -254,6 +256,8 @@ def monitoring_callbacks(cfg, info, shown, train, log_dir, figures_dir) -> list[
         HParamsSummary(log_dir / "hparams", hparams, trial_id=Path(cfg.output).name),
         LatentProjector(log_dir / "projector", images[:PROJECTOR_LIMIT], labels[:PROJECTOR_LIMIT],
                         info.source_shape, info.class_names),
+        # the open-set scores of known images, epoch by epoch: how far the separation has grown
+        ScoreHistogram(log_dir / "ood", shown.images[:SCORE_LIMIT], classes=cfg.classes),
     ]
     if cfg.image_every:
         callbacks.insert(0, ImageSummaries(

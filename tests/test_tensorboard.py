@@ -209,4 +209,15 @@ def test_server_serves_hyperparameters_with_the_final_metrics(server, run_dir):
     final = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert final["final/val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
-    assert final["final/val_loss1"] == pytest.approx(metrics["test_loss1"], rel=1e-5)
+    assert final["final/val_loss1"] == pytest.approx(metrics["val_loss1"], rel=1e-5)
+
+
+def test_open_set_scores_of_validation_images_are_histogrammed_each_epoch(run_dir):
+    import tensorflow as tf
+
+    mux = _multiplexer(run_dir / "logs")
+    for tag in ("ood/distance", "ood/reconstruction"):
+        events = mux.Tensors("ood", tag)
+        assert [e.step for e in events] == list(range(EPOCHS)), tag
+        buckets = tf.make_ndarray(events[-1].tensor_proto)  # (bucket, 3): left edge, right edge, count
+        assert buckets[:, 2].sum() == pytest.approx(VALIDATION), tag
