@@ -51,15 +51,29 @@ def restore(model: keras.Model, directory: str | Path) -> tuple[int, int, dict]:
     return int(state["epoch"]), int(state.get("step", 0)), state.get("metrics", {})
 
 
+def _local(model: keras.Model, variable) -> tuple:
+    return model.distribute_strategy.experimental_local_results(variable.value)
+
+
 def metric_states(model: keras.Model) -> dict:
-    """The running sums of the model's epoch metrics ({name: [values of its variables]})."""
-    return {m.name: [np.asarray(v.numpy()).tolist() for v in m.variables] for m in model.metrics}
+    """The running sums of the model's epoch metrics ({name: [{"replicas": [each local replica's value]}]}).
+
+    Per replica, not their sum: a resumed run then adds each step to the same partial sums as an
+    uninterrupted one, and its epoch metrics are equal bit for bit under a mirrored strategy too.
+    """
+    return {m.name: [{"replicas": [np.asarray(x.numpy()).tolist() for x in _local(model, v)]} for v in m.variables]
+            for m in model.metrics}
 
 
 def set_metric_states(model: keras.Model, states: dict) -> None:
     for m in model.metrics:
         for v, value in zip(m.variables, states.get(m.name, [])):
-            v.assign(np.asarray(value, v.dtype))
+            local = _local(model, v)
+            if isinstance(value, dict) and len(value["replicas"]) == len(local):
+                for x, part in zip(local, value["replicas"]):
+                    x.assign(np.asarray(part, x.dtype.as_numpy_dtype))
+            else:  # a sum (an older state), or another number of replicas: the sum, spread by the strategy
+                v.assign(np.asarray(np.sum(value["replicas"], axis=0) if isinstance(value, dict) else value, v.dtype))
 
 
 class TrainingState(keras.callbacks.Callback):
