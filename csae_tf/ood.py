@@ -212,23 +212,23 @@ def known_classes(cfg, model) -> list[int]:
     return sorted(cfg.classes) if cfg.classes else list(range(model.num_classes))
 
 
-def validation_images(cfg, *, data_dir=None, manual_dir=None, size: int | None = None) -> np.ndarray:
-    """The run's in-distribution validation images (uint8); this must match the trainer's split.
+def validation_images(cfg, *, data_dir=None, manual_dir=None) -> np.ndarray:
+    """The run's in-distribution validation images (uint8): the trainer's own split.
 
-    They are the last `size` images of a permutation seeded with ``cfg.seed`` of the run's training
-    split, after its ``--train-limit`` and restricted to its ``--classes``. `size` defaults to the
-    run's ``validation_split`` (a count, or a fraction when below 1; 5,000 for runs that predate it
-    or hold none out); when that is not smaller than the split, a tenth of the images is taken.
+    They are the images ``--validation-split`` held out of the run's training split (after its
+    ``--train-limit`` and ``--classes``, seeded with ``cfg.seed``: `csae_tf.data.load_splits`), which
+    the model never trained on. A run that held none out (``--validation-split 0``) has no unseen known
+    images: the last tenth (at most 5,000) of a permutation of its training images, seeded with
+    ``cfg.seed``, stands in, and a threshold set on them accepts fewer new known images than asked.
     """
-    from csae_tf import runs
+    from csae_tf import data
 
-    images, _, _ = runs.dataset_split(cfg, "train", data_dir=data_dir, manual_dir=manual_dir,
-                                      limit=cfg.train_limit, classes=cfg.classes)
-    if size is None:
-        split = getattr(cfg, "validation_split", None) or VALIDATION_SIZE
-        size = int(round(split * len(images))) if split < 1 else int(split)
-    if size >= len(images) or size < 1:
-        size = max(len(images) // 10, 1)
+    overrides = {k: v for k, v in (("data_dir", data_dir), ("manual_dir", manual_dir)) if v}
+    splits = data.load_splits(dataclasses.replace(cfg, **overrides), test=False)
+    if splits.validation is not None and len(splits.validation):
+        return splits.validation.images
+    images = splits.train.images
+    size = max(min(VALIDATION_SIZE, len(images) // 10), 1)
     order = np.random.default_rng(cfg.seed).permutation(len(images))
     return images[np.sort(order[-size:])]
 
