@@ -1,6 +1,7 @@
 """Config -> JSON -> object round trips for every csae_tf layer, the schedule and the CSAE, and `.keras`
 round trips that give identical outputs (keras-hub's serialization and saving tests)."""
 
+import inspect
 import json
 
 import keras
@@ -47,11 +48,19 @@ def as_json(config: dict):
     return json.loads(json.dumps(config))
 
 
+def arguments(obj) -> dict:
+    """The plain constructor arguments an object keeps as attributes of the same name (keras-hub style)."""
+    names = [p for p in inspect.signature(type(obj).__init__).parameters if p not in ("self", "kwargs")]
+    return {n: getattr(obj, n) for n in names
+            if hasattr(obj, n) and isinstance(getattr(obj, n), (bool, int, float, str, tuple, type(None)))}
+
+
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_config_survives_json(name):
     layer = LAYERS[name][0]()
     copy = json_round_trip(layer)
     assert type(copy) is type(layer)
+    assert arguments(copy) == arguments(layer)  # a constructor argument missing from get_config fails here
     assert as_json(copy.get_config()) == as_json(layer.get_config())
     assert as_json(type(layer).from_config(layer.get_config()).get_config()) == as_json(layer.get_config())
 
