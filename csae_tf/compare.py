@@ -14,6 +14,12 @@ MSE where it reconstructs, trainable parameters, training seconds); DIR/comparis
 figures; DIR/reconstructions.png one row per reconstructing system under the test inputs, and
 DIR/<model>_reconstructions.png each row alone; DIR/<model>_latent.png the class scatter of every
 2-d latent space; DIR/models/<model>.keras every trained model.
+
+Each system's result is also written, the moment it finishes, as its own row ROWS/<row-id>.json
+(--rows, default DIR/rows; --row-id, default the model name): config, budget, seed, command, date,
+machine, accuracy, MSE, generated samples classified as their class, seconds. A system whose row
+exists is skipped (--rerun MODEL,... or all trains it again), and the table is rebuilt from every
+row in ROWS, so an interrupted comparison carries on where it stopped.
 """
 
 from __future__ import annotations
@@ -101,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated systems: {', '.join(SYSTEMS)} (conv_vae = {', '.join(CONV_VAES)}; "
                              "default: all)")
     parser.add_argument("--output", default="runs/compare", help="output directory (default: runs/compare)")
+    parser.add_argument("--rows", default=None, help="folder of the per-system row JSON files (default: OUTPUT/rows)")
+    parser.add_argument("--row-id", default="{model}",
+                        help="row id template, with {model}, {dataset}, {seed} (default: {model})")
+    parser.add_argument("--rerun", default="", help="comma-separated models to train again although their row "
+                        "exists (all: every one)")
     add_config_arguments(parser, BaselineOptions)
     parser._action_groups[-1].title = "comparison systems (defaults from csae_tf.compare.BaselineOptions)"
     add_config_arguments(parser, FitConfig, skip=_SKIP)
@@ -226,6 +237,46 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def machine() -> str:
+    """CPU model (from /proc/cpuinfo), core count, GPU or not, TensorFlow version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = "GPU" if tf.config.list_physical_devices("GPU") else "no GPU"
+    return f"{cpu}, {os.cpu_count()} CPU(s), {gpu}, TF {tf.__version__}"
+
+
+def write_row(row: dict, path: Path) -> None:
+    """One finished row as JSON, written whole (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(row, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_rows(folder: Path) -> dict[str, dict]:
+    """Every row JSON in `folder`, by row id."""
+    rows = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        row = json.loads(path.read_text())
+        rows[row.get("id", path.stem)] = row
+    return rows
+
+
+def generated_accuracy(model, train_ds, num_classes: int, per_class: int = 10) -> float | None:
+    """Samples the system generates for each class, classified by the system itself as their class (fraction);
+    None for systems that do not generate by class or do not classify."""
+    if not classifies(model) or not hasattr(model, "generate"):
+        return None
+    ids = np.repeat(np.arange(num_classes, dtype="int32"), per_class)
+    if isinstance(model, CSAE):
+        model.fit_latent_gaussians(train_ds)
+    images = model.generate(tf.constant(ids))
+    return float(np.mean(predict_labels(model, images) == ids))
+
+
 def write_table(results: list[dict], header: dict, path: Path) -> None:
     lines = [f"# Comparison on {header['dataset']}", "",
              f"- data: {header['num_train']} training / {header['num_test']} test images "
@@ -237,26 +288,40 @@ def write_table(results: list[dict], header: dict, path: Path) -> None:
              "- accuracy: fraction of test images classified right; MSE: mean squared error of the test "
              "reconstructions on the model input ([-1, 1] scale, all pixels of the padded image, the paper's Loss2)",
              "",
-             "| model | test accuracy | test reconstruction MSE | trainable parameters | training seconds | notes |",
-             "|---|---:|---:|---:|---:|---|"]
+             "- generated: samples the system generates for each class that it classifies as that class",
+             "",
+             "| model | test accuracy | test reconstruction MSE | generated | trainable parameters | training seconds "
+             "| notes | row | budget |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in results:
+        b = r.get("budget", {})
+        budget = (f"{b.get('epochs')} ep, {b.get('train_images')} train / {b.get('test_images')} test, batch "
+                  f"{b.get('batch_size')}, seed {r.get('seed')}") if b else ""
         lines.append(f"| {r['model']} | {_fmt(r['accuracy'], '.4f')} | {_fmt(r['mse'], '.4f')} | "
-                     f"{r['parameters']:,} | {r['train_seconds']:.1f} | {r['notes']} |")
+                     f"{_fmt(r.get('generated_classified_as_their_class'), '.2f')} | "
+                     f"{r['parameters']:,} | {r['train_seconds']:.1f} | {r['notes']} | {r.get('id', '')} | {budget} |")
     path.write_text("\n".join(lines) + "\n")
 
 
-def run(cfg: FitConfig, opts: BaselineOptions, models: list[str], output: str, command: str = "") -> list[dict]:
+def run(cfg: FitConfig, opts: BaselineOptions, models: list[str], output: str, command: str = "",
+        rows: str | None = None, row_id: str = "{model}", rerun: tuple[str, ...] = ()) -> list[dict]:
     """Train every system in `models` and write the table, figures and models under `output`."""
     cfg = dataclasses.replace(cfg, arch="conv")  # one pipeline for all: images padded to a multiple of 8
     train_ds, test_ds, info = data.load_datasets(cfg)
-    return run_on(train_ds, data.as_numpy(test_ds), info, cfg, opts, models, output, command)
+    return run_on(train_ds, data.as_numpy(test_ds), info, cfg, opts, models, output, command, rows, row_id, rerun)
 
 
 def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, opts: BaselineOptions,
-           models: list[str], output: str, command: str = "") -> list[dict]:
-    """`run` on given data: a (images, labels) training dataset, test arrays and their DatasetInfo."""
+           models: list[str], output: str, command: str = "", rows: str | None = None, row_id: str = "{model}",
+           rerun: tuple[str, ...] = ()) -> list[dict]:
+    """`run` on given data: a (images, labels) training dataset, test arrays and their DatasetInfo.
+
+    Systems whose row exists in `rows` (default OUTPUT/rows) are skipped unless named in `rerun` ("all": every one).
+    """
     out = output_dir(output, "--output")
     output_dir(out / "models", "--output")
+    rows_dir = Path(rows) if rows else out / "rows"
+    done = read_rows(rows_dir) if rows_dir.is_dir() else {}
     test_x, test_y = test
     steps = info.num_train // cfg.batch_size
     shown = test_x[: opts.images]
@@ -265,12 +330,19 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
           f"{cfg.epochs} epoch(s) per stage, models: {', '.join(models)}", flush=True)
     results = []
     for name in models:
+        rid = row_id.format(model=name, dataset=info.name, seed=cfg.seed)
+        if rid in done and name not in rerun and "all" not in rerun:
+            print(f"{name}: row {rid} exists in {rows_dir} (skipped; --rerun {name} trains it again)", flush=True)
+            results.append(done[rid])
+            continue
+        wall = time.time()
         keras.utils.set_random_seed(cfg.seed)
         model = build(name, cfg, opts, info, steps)
         start = time.time()
         train(model, train_ds, cfg.epochs, cfg.verbose)
         seconds = time.time() - start
         metrics = evaluate(model, test_x, test_y)
+        metrics["generated"] = generated_accuracy(model, train_ds, info.num_classes)
         notes = DESCRIPTIONS[name]
         if isinstance(model, DDAE):
             notes += (f"; KELM {model.kelm_method}, m={model.kelm_centres}, C={model.kelm_c:g}, "
@@ -279,8 +351,10 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
             notes += f"; Adam {model.lr:g}"
         if isinstance(model, FSAE):
             notes += f"; rounding={model.rounding}, jump={model.jump}, feedback={model.feedback}"
-        results.append({"model": name, "accuracy": metrics["accuracy"], "mse": metrics["mse"],
-                        "parameters": _trainable(model), "train_seconds": round(seconds, 1), "notes": notes})
+        result = {"model": name, "accuracy": metrics["accuracy"], "mse": metrics["mse"],
+                  "generated_classified_as_their_class": metrics["generated"],
+                  "parameters": _trainable(model), "train_seconds": round(seconds, 1), "notes": notes}
+        results.append(result)
         if reconstructs(model):
             row = reconstruct(model, tf.constant(shown), tf.constant(test_y[: opts.images]))
             grid.append((name, row))
@@ -289,6 +363,17 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
             latent_scatter(model, test_x, test_y, out / f"{name}_latent.png",
                            title=f"{name} on {info.name}: test latent means by class")
         model.save(out / "models" / f"{name}.keras")
+        result.update({
+            "id": rid, "dataset": info.name, "seed": cfg.seed,
+            "budget": {"epochs": cfg.epochs, "epochs_per": "stage" if name in ("ddae", "fsae") else "run",
+                       "train_images": info.num_train, "test_images": int(len(test_x)), "batch_size": cfg.batch_size,
+                       "validation_split": cfg.validation_split},
+            "config": cfg.to_dict(), "options": dataclasses.asdict(opts),
+            "command": command or "python -m csae_tf.compare", "output": str(out),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(), "wall_seconds": round(time.time() - wall, 1)})
+        write_row(result, rows_dir / f"{rid}.json")
+        done[rid] = result
         print(f"{name}: accuracy {_fmt(metrics['accuracy'], '.4f')}, MSE {_fmt(metrics['mse'], '.4f')}, "
               f"{seconds:.1f} s", flush=True)
     if len(grid) > 1:
@@ -299,8 +384,11 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
               "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), "
                          f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}, TF {tf.__version__}",
               "date": datetime.date.today().isoformat(), "command": command or "python -m csae_tf.compare"}
-    write_table(results, header, out / "comparison.md")
-    (out / "comparison.json").write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    # the table holds every row of the folder: this invocation's first, then the others found there
+    ids = {r.get("id") for r in results}
+    table = results + [r for rid, r in sorted(done.items()) if rid not in ids]
+    write_table(table, header, out / "comparison.md")
+    (out / "comparison.json").write_text(json.dumps({"header": header, "results": table}, indent=2) + "\n")
     return results
 
 
@@ -312,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     opts = BaselineOptions.from_args(args)
     output_dir(args.output, "--output")
-    run(cfg, opts, models, args.output, command="python -m csae_tf.compare " + " ".join(argv))
+    run(cfg, opts, models, args.output, command="python -m csae_tf.compare " + " ".join(argv), rows=args.rows,
+        row_id=args.row_id, rerun=tuple(n.strip() for n in args.rerun.split(",") if n.strip()))
     return 0
 
 

@@ -1,0 +1,179 @@
+"""benchmarks/reproduce.py and the comparison's rows: one JSON per finished row, skipped next time, resumed when
+interrupted, a report rebuilt from the rows present ("not run yet" for the others), budgets listed."""
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ROOT, SHARED_DATA
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import reproduce  # noqa: E402
+import rows as rowset  # noqa: E402
+
+from csae_tf import compare  # noqa: E402
+from csae_tf.config import FitConfig  # noqa: E402
+from csae_tf.data import DatasetInfo  # noqa: E402
+
+
+def dirs(tmp_path) -> list[str]:
+    return ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+            "--comparison", str(tmp_path / "comparison_{dataset}"), "--report", str(tmp_path / "report.md")]
+
+
+def fake_result(row, accuracy=0.99, budget="full", **extra) -> dict:
+    """What run_row writes for `row`, with made-up figures (at the row's own budget unless `budget` says not)."""
+    cfg = {**FitConfig().to_dict(), **row.budget(budget)}
+    cfg["epochs"] = cfg.get("epochs") if "epochs" in row.budget(budget) else row.epochs
+    return {"id": row.id, "dataset": row.dataset, "system": row.system, "seed": row.seed, "config": cfg,
+            "budget": {"epochs": cfg["epochs"], "train_images": 55000, "test_images": 10000}, "budget_name": budget,
+            "accuracy": accuracy, "loss1": 0.04, "loss2": 0.08, "loss3": 0.12, "mse": 0.08, "wall_seconds": 1.0,
+            "class_mean_distance_mean": 9.3, "class_mean_distance_std": 0.05, "pedcc_distance_mean": 9.43,
+            "date": "2026-12-01T00:00:00+00:00", "machine": "test", **extra}
+
+
+class FakeRunner:
+    """Stands in for run_row: records the rows it is asked for and writes their JSON as run_row does."""
+
+    def __init__(self, accuracy=0.99):
+        self.calls, self.accuracy = [], accuracy
+
+    def __call__(self, row, args, where, rerun=False):
+        self.calls.append((row.id, rerun))
+        result = fake_result(row, self.accuracy)
+        compare.write_row(result, reproduce.result_path(row, where))
+        return result
+
+
+def test_a_smoke_row_writes_its_json_when_it_finishes_and_the_next_invocation_skips_it(tfds_dir, tmp_path):
+    argv = ["--budget", "smoke", "--rows", "mnist-csae-l-full-s0", "--data-dir", str(tfds_dir),
+            "--shared-data", str(SHARED_DATA), *dirs(tmp_path)]
+    assert reproduce.main(argv) == 0
+    row_json = tmp_path / "results" / "rows" / "mnist-csae-l-full-s0.json"
+    result = json.loads(row_json.read_text())
+    assert result["config"]["epochs"] == 1 and result["config"]["train_limit"] == 256 and result["seed"] == 0
+    assert result["budget"]["epochs"] == 1 and result["budget"]["test_images"] == 500
+    assert result["budget_name"] == "smoke" and 0.0 <= result["accuracy"] <= 1.0
+    assert all(result[k] is not None for k in ("loss1", "loss2", "loss3", "wall_seconds", "date", "machine"))
+    assert result["command"][0].startswith("python -m csae_tf.fit") and "--output" in result["command"][0]
+    run = tmp_path / "runs" / "mnist-csae-l-full-s0"
+    assert (run / "metrics.json").exists() and (run / "evaluation" / "evaluation.json").exists()  # kept
+
+    runner = FakeRunner()
+    assert reproduce.main(argv, runner=runner) == 0
+    assert runner.calls == []  # skipped: its result exists
+    assert reproduce.main([*argv, "--rerun", "mnist-csae-l-full-s0"], runner=runner) == 0
+    assert runner.calls == [("mnist-csae-l-full-s0", True)]
+
+
+def test_an_interrupted_row_resumes_in_its_own_run_directory(tmp_path):
+    row = rowset.select(rowset.rows(), "mnist-csae-c-b0.02-full-s0")[0]
+    seen = []
+
+    def runner(row, args, where, rerun=False):
+        run = where.runs / row.id
+        seen.append((run / "checkpoints" / "state.json").exists())
+        if len(seen) == 1:  # the first attempt saves a state and is stopped
+            (run / "checkpoints").mkdir(parents=True)
+            (run / "checkpoints" / "state.json").write_text("{}")
+            raise subprocess_timeout()
+        return FakeRunner()(row, args, where)
+
+    argv = ["--rows", row.id, *dirs(tmp_path)]
+    assert reproduce.main(argv, runner=runner) == 1  # the row failed: no result, its run directory kept
+    assert not (tmp_path / "results" / "rows" / f"{row.id}.json").exists()
+    assert reproduce.main(argv, runner=runner) == 0
+    assert seen == [False, True]  # the second attempt found the first one's state
+    # and the commands resume that directory: the same --output, never --overwrite
+    args = reproduce.build_parser().parse_args(argv)
+    cmds = reproduce.commands(row, args, reproduce.paths(args))
+    assert cmds[0][0] == "csae_tf.fit" and cmds[0][-1] == str(tmp_path / "runs" / row.id)
+    assert not any("--overwrite" in c for c in cmds)
+    flags = dict(zip(cmds[0][1::2], cmds[0][2::2]))
+    assert flags["--epochs"] == "30" and flags["--lr-step-epochs"] == "8" and flags["--seed"] == "0"
+
+
+def subprocess_timeout():
+    import subprocess
+
+    return subprocess.TimeoutExpired(["python", "-m", "csae_tf.fit"], 1.0)
+
+
+def test_the_report_is_rebuilt_from_the_rows_present_with_not_run_yet_for_the_others(tmp_path):
+    runner = FakeRunner()
+    assert reproduce.main(["--rows", "mnist-csae-c-b0.04-full,mnist-csae-l-full", *dirs(tmp_path)], runner=runner) == 0
+    expected = [f"mnist-csae-c-b0.04-full-s{s}" for s in range(3)] + ["mnist-csae-l-full-s0"]
+    assert [c[0] for c in runner.calls] == expected
+    report = (tmp_path / "report.md").read_text()
+    line = next(x for x in report.splitlines() if x.startswith("| CSAE-C β 0.04 | 99.32"))
+    assert "99.00 ± 0.00" in line and "0, 1, 2" in line and "30 ep" in line and "/10 every 8" in line
+    line = next(x for x in report.splitlines() if x.startswith("| CSAE-C β 0.02 |"))
+    assert "not run yet (budget 30 ep)" in line
+    assert "not run yet (budget 120 ep)" in next(x for x in report.splitlines() if "paper protocol" in x)
+    assert "**β trend** (Table 3): not yet run at full budget" in report
+    assert "**Fig. 9, equal distances** (paper" in report  # its rows (the three seeds) are there
+    table = list(csv.DictReader(open(tmp_path / "results" / "results.csv")))
+    assert len(table) == len(rowset.rows())
+    status = {r["id"]: r["status"] for r in table}
+    assert status["mnist-csae-l-full-s0"] == "full" and status["fashion-fsae-own-s0"].startswith("not run yet")
+
+
+def test_claims_are_judged_only_from_rows_at_full_budget(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    betas = rowset.select(rowset.rows(), "mnist-csae-c-b0.0*-full,mnist-csae-c-b0.1-full")
+    for i, row in enumerate(betas):
+        compare.write_row(fake_result(row, 0.99 + 0.001 * (i % 3), "smoke"), reproduce.result_path(row, where))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    assert "**β trend** (Table 3): not yet run at full budget" in reproduce.write_report(args, where)
+    assert "(smoke budget)" in reproduce.write_report(args, where)
+    for i, row in enumerate(betas):
+        compare.write_row(fake_result(row, 0.99 + 0.001 * (i % 3)), reproduce.result_path(row, where))
+    report = reproduce.write_report(args, where)
+    assert "**β trend** (paper: 99.32 / 99.32 / 99.38 / 99.35, best at β 0.06): csae-tf" in report
+
+
+def test_list_prints_every_row_with_its_budget(tmp_path, capsys):
+    assert reproduce.main(["--list", *dirs(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(rowset.rows())
+    by_id = {line.split()[0]: line for line in out}
+    assert "30 ep on all training images" in by_id["mnist-csae-c-b0.04-full-s1"]
+    assert "120 ep" in by_id["mnist-csae-c-b0.04-paper-s0"] and "paper-c" in by_id["mnist-csae-c-b0.04-paper-s0"]
+    assert "Adam 1e-4, batch 50" in by_id["mnist-conv-vae-deep-own-s0"]
+    assert "first 6,500" in by_id["mnist-ddae-subset6k-s0"] and "1,000 test" in by_id["mnist-ddae-subset6k-s0"]
+    assert all("not run yet" in line for line in out)
+
+
+def test_max_hours_starts_no_row_after_the_limit(tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 3000))  # every look at the clock: 3,000 s later
+    monkeypatch.setattr(reproduce.time, "time", lambda: next(clock))
+    runner = FakeRunner()
+    assert reproduce.main(["--rows", "mnist-csae-c-b0.04-full", "--max-hours", "1", *dirs(tmp_path)],
+                          runner=runner) == 0
+    assert [c[0] for c in runner.calls] == ["mnist-csae-c-b0.04-full-s0"]
+
+
+def test_the_comparison_writes_one_row_per_system_and_skips_it_next_time(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 96).astype("int32")
+    x = np.clip(rng.uniform(-1, 1, (10, 1, 1, 1))[y] + 0.1 * rng.standard_normal((96, 32, 32, 1)), -1, 1)
+    x = x.astype("float32")
+    info = DatasetInfo("synthetic", 10, (32, 32, 1), (32, 32, 1), 64, 32, tuple(map(str, range(10))))
+    train = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32)
+    cfg, opts = FitConfig(epochs=1, batch_size=32, verbose=0, seed=3), compare.BaselineOptions(images=2)
+    rows_dir = tmp_path / "rows"
+    compare.run_on(train, (x[64:], y[64:]), info, cfg, opts, ["fsae"], str(tmp_path / "a"), "cmd", str(rows_dir),
+                   "syn-{model}-s{seed}")
+    row = json.loads((rows_dir / "syn-fsae-s3.json").read_text())
+    assert row["seed"] == 3 and row["budget"]["epochs"] == 1 and row["budget"]["train_images"] == 64
+    assert row["command"] == "cmd" and row["config"]["batch_size"] == 32 and row["machine"] and row["date"]
+    assert 0.0 <= row["generated_classified_as_their_class"] <= 1.0 and row["mse"] > 0
+    monkeypatch.setattr(compare, "train", lambda *a: pytest.fail("a finished row was trained again"))
+    results = compare.run_on(train, (x[64:], y[64:]), info, cfg, opts, ["fsae"], str(tmp_path / "b"), "cmd",
+                             str(rows_dir), "syn-{model}-s{seed}")
+    assert results[0]["accuracy"] == row["accuracy"]
+    assert "syn-fsae-s3" in (tmp_path / "b" / "comparison.md").read_text()  # the table from the rows there
