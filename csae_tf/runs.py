@@ -69,6 +69,9 @@ def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = 
     """(uint8 images (N, h, w, C), labels (N,), DatasetInfo) of a TFDS split, by default the run's own dataset."""
     name = dataset or cfg.dataset
     own = name == cfg.dataset
+    for flag, folder in (("--data-dir", data_dir), ("--manual-dir", manual_dir)):
+        if folder and Path(folder).is_file():
+            raise RunDirError(f"{flag} {folder} is a file, not a folder")
     builder = data.prepare(name, data_dir or cfg.data_dir, manual_dir or (cfg.manual_dir if own else None))
     info = data.describe(builder, cfg.arch)
     images, labels = data.as_numpy(data.load_split(builder, split, limit=limit, classes=classes).batch(2000))

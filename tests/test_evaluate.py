@@ -249,3 +249,10 @@ def test_extrapolate_output_that_is_a_file_is_a_one_line_error(full_run, tmp_pat
     assert extrapolate.main(["--run", str(full_run), "--images", str(tmp_path / "x.npy"),
                              "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"error: --output {tmp_path / 'out'} is a file, not a folder"
+
+
+def test_evaluate_data_dir_that_is_a_file_is_a_one_line_error(full_run, tmp_path, capsys):
+    (tmp_path / "tfds").write_text("")
+    assert evaluate.main(["--run", str(full_run), "--data-dir", str(tmp_path / "tfds"),
+                          "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --data-dir {tmp_path / 'tfds'} is a file, not a folder"
