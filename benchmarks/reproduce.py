@@ -227,7 +227,7 @@ def cell(rows_: list, R: dict, key: str = "accuracy", pct: bool = True, digits: 
     """mean ± std over the group's finished seeds, or what is missing."""
     done = [R[r.id][key] for r in rows_ if R.get(r.id) and R[r.id].get(key) is not None]
     if not done:
-        return f"not run yet (budget {rows_[0].epochs} ep)"
+        return f"not run yet (budget {rows_[0].short()})"
     text = _pct(done) if pct else (f"{done[0]:.{digits}f}" if len(done) == 1 else
                                    f"{statistics.mean(done):.{digits}f} ± {statistics.stdev(done):.{digits}f}")
     if len(done) < len(rows_):
@@ -348,14 +348,15 @@ def write_report(args, where) -> str:
         w("|---|---|---|---|---|---|")
         for gid in ids:
             g = G[gid]
-            w(f"| {g[0].label} | {g[0].paper or '—'} | {cell(g, R)} | {seeds(g)} | {g[0].describe()} | "
+            w(f"| {g[0].label} | {g[0].paper or '—'} | {cell(g, R)} | {seeds(g)} | {g[0].short()} | "
               + ", ".join(f"`{r.id}`" for r in g) + " |")
         w("")
 
     table("Table 3: MNIST", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full", "mnist-csae-c-b0.06-full",
                              "mnist-csae-c-b0.1-full", "mnist-csae-c-b0.04-paper", "mnist-csae-l-full",
                              "mnist-encoder-only-full", "mnist-basenet-full", "mnist-csae-c-b0-full"],
-          "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split.")
+          "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
+          "row's whole budget is in the Budgets table above.")
     table("Table 4: Fashion-MNIST", ["fashion-csae-c-b0.04-full", "fashion-csae-l-full", "fashion-encoder-only-full",
                                      "fashion-basenet-full"])
 
@@ -368,7 +369,7 @@ def write_report(args, where) -> str:
         p, g = PAPER_T5[kind], G[gid]
         w(f"| {kind} | paper | {p[0]:.4f} | {p[1]:.4f} | {p[2]:.4f} | {p[3]:.2f} | | 100 ep |")
         w(f"| {kind} | csae-tf | " + " | ".join(cell(g, R, k, pct=False) for k in ("loss1", "loss2", "loss3"))
-          + f" | {cell(g, R)} | {seeds(g)} | {g[0].describe()} |")
+          + f" | {cell(g, R)} | {seeds(g)} | {g[0].short()} |")
     w("")
 
     w("## Fig. 9: distances between the classes' mean latent codes\n")
@@ -376,7 +377,8 @@ def write_report(args, where) -> str:
     w("|---|---|---|---|---|")
     for gid in ("mnist-csae-c-b0.04-full", "mnist-csae-c-b0.04-paper", "fashion-csae-c-b0.04-full"):
         g = G[gid]
-        w(f"| `{gid}` (seeds {seeds(g)}) | {cell(g, R, 'class_mean_distance_mean', False, 2)} | "
+        w(f"| `{gid}` (seed{'s' if len(g) > 1 else ''} {seeds(g)}) | "
+          f"{cell(g, R, 'class_mean_distance_mean', False, 2)} | "
           f"{cell(g, R, 'class_mean_distance_std', False, 2)} | {cell(g, R, 'pedcc_distance_mean', False, 2)} | "
           "about 9.6, almost all equal |")
     w("")
@@ -396,7 +398,7 @@ def write_report(args, where) -> str:
         row = G[f"mnist-csae-c-b{beta}-full"][0]
         e = (R[row.id] or {}).get("extrapolation")
         w(f"| {beta} | `{row.id}` | " + (f"{e['seen_mse']:.4f} | {e['letters_mse']:.4f} | {e['ratio']:.2f} |" if e
-                                        else f"not run yet (budget {row.epochs} ep) | | |"))
+                                        else f"not run yet (budget {row.short()}) | | |"))
     w("")
 
     for ds, name in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
@@ -418,7 +420,7 @@ def write_report(args, where) -> str:
             mse = cell(g, R, mse_key, False) if not ran or ran[0].get(mse_key) is not None else "—"
             gen = (cell(g, R, "generated_classified_as_their_class") if ran and
                    ran[0].get("generated_classified_as_their_class") is not None else ("—" if ran else ""))
-            w(f"| {g[0].label} | {acc} | {mse} | {gen} | {seeds(g)} | {g[0].describe()} | "
+            w(f"| {g[0].label} | {acc} | {mse} | {gen} | {seeds(g)} | {g[0].short()} | "
               + ", ".join(f"`{r.id}`" for r in g) + " |")
         latents = [r for gid in ids for r in G[gid] if (Path(where.comparison.format(dataset=ds))
                                                         / f"{r.id}_latent.png").exists()]
@@ -438,14 +440,32 @@ def write_report(args, where) -> str:
         w("Rows imported from the earlier report (commit 2a9fc51), trained at their own short budgets before "
           "the row machinery existed; their run directories are gone, so they cannot be resumed or rerun as "
           "they are. The figures in this folder without a row id in their name come from them.\n")
-        w("| row | model | test accuracy % | test Loss1 / Loss2 / Loss3 | budget | seed |")
-        w("|---|---|---|---|---|---|")
+        w("| row | model | test accuracy % | test Loss1 / Loss2 / Loss3 | class-mean distance | EMNIST ratio "
+          "| budget | seed |")
+        w("|---|---|---|---|---|---|---|---|")
         for r in legacy:
-            has = r.get("loss1") is not None
-            losses = " / ".join(f"{r[k]:.4f}" for k in ("loss1", "loss2", "loss3")) if has else ""
-            w(f"| `{r['id']}` | {r.get('label', '')} | {100 * r['accuracy']:.2f} | {losses} | {r.get('schedule', '')} "
-              f"| {r.get('seed', '')} |")
+            losses = " / ".join("—" if r.get(k) is None else f"{r[k]:.4f}" for k in ("loss1", "loss2", "loss3"))
+            dist = (f"{r['class_mean_distance_mean']:.2f} ± {r['class_mean_distance_std']:.2f}"
+                    if r.get("class_mean_distance_mean") else "")
+            ratio = f"{r['extrapolation']['ratio']:.2f}" if r.get("extrapolation") else ""
+            w(f"| `{r['id']}` | {r.get('label', '')} | {100 * r['accuracy']:.2f} | {losses} | {dist} | "
+              f"{ratio} | {r.get('schedule', '')} | {r.get('seed', '')} |")
         w("")
+        old = sorted(where.results.glob("*.png"))
+        if old:
+            w("Their figures: " + ", ".join(f"[{f.stem}]({os.path.relpath(f, where.report.parent)})" for f in old)
+              + ".\n")
+    w("## Notes\n")
+    w("- Seconds are wall-clock seconds of the row's commands on the machine its JSON names; rows run on a shared "
+      "machine compare only roughly.")
+    w("- Rows with one seed carry no error bar: a difference between two such rows smaller than twice the seed std "
+      "of the three-seed row beside them is within run-to-run noise.")
+    w("- A comparison row (`csae_tf.compare`) interrupted before it finishes restarts from scratch on the next "
+      "invocation (the systems' own training is not checkpointed); a CSAE row resumes where it stopped.")
+    w("- TFDS pitfall met before: preparing `fashion_mnist` from `--manual-dir` in a data directory where `mnist` had "
+      "been prepared the same way reused MNIST's extracted files (both name them `GZIP.<file name>`), so a first "
+      "Fashion run trained on digits. When several datasets share one data directory, check the mean pixel of a "
+      "few images (MNIST about 33, Fashion-MNIST about 73).")
     text = "\n".join(L) + "\n"
     where.report.parent.mkdir(parents=True, exist_ok=True)
     where.report.write_text(text)
@@ -467,7 +487,7 @@ def write_csv(all_rows, R: dict, legacy: list[dict], path: Path) -> None:
                           "test_images": b.get("test_images"),
                           "reconstruction_mse": r.get("mse", r.get("reconstruction_mse")),
                           "status": ("full" if at_full_budget(row, r) else r.get("budget_name", "?")) if r
-                          else f"not run yet (budget {row.epochs} ep)"})
+                          else f"not run yet (budget {row.short()})"})
         for r in legacy:
             b = r.get("budget") or {}
             out.writerow({**r, "status": "legacy", "epochs": b.get("epochs"), "train_images": b.get("train_images"),

@@ -74,8 +74,14 @@ class Row:
         test = f"{b['test_limit']:,}" if b.get("test_limit") else "10,000"
         epochs = b.get("epochs", self.epochs)
         text = self.schedule if name == "full" else "smoke: 1 epoch"
-        held = int(b.get("validation_split", 5000))
+        held = min(int(b.get("validation_split", 5000)), (b.get("train_limit") or 60000) // 12)  # data.validation_count
         return f"{epochs} ep on {train} training images ({held:,} held out), {test} test; {text}"
+
+    def short(self, name: str = "full") -> str:
+        """The budget in a few words (the whole of it: `describe`)."""
+        b = self.budget(name)
+        held = min(int(b.get("validation_split", 5000)), (b.get("train_limit") or 60000) // 12)
+        return f"{b.get('epochs', self.epochs)} ep × {(b.get('train_limit') or 60000) - held:,} img"
 
     def hours(self, seconds_per_epoch: float = 45.0) -> float:
         """A rough quiet-machine estimate (2 CPU cores, full MNIST CSAE-C: about 42 s per epoch)."""

@@ -110,10 +110,11 @@ def test_the_report_is_rebuilt_from_the_rows_present_with_not_run_yet_for_the_ot
     assert [c[0] for c in runner.calls] == expected
     report = (tmp_path / "report.md").read_text()
     line = next(x for x in report.splitlines() if x.startswith("| CSAE-C β 0.04 | 99.32"))
-    assert "99.00 ± 0.00" in line and "0, 1, 2" in line and "30 ep" in line and "/10 every 8" in line
+    assert "99.00 ± 0.00" in line and "0, 1, 2" in line and "30 ep × 55,000 img" in line
     line = next(x for x in report.splitlines() if x.startswith("| CSAE-C β 0.02 |"))
-    assert "not run yet (budget 30 ep)" in line
-    assert "not run yet (budget 120 ep)" in next(x for x in report.splitlines() if "paper protocol" in x)
+    assert "not run yet (budget 30 ep × 55,000 img)" in line
+    assert "not run yet (budget 120 ep × 55,000 img)" in next(x for x in report.splitlines() if "paper protocol" in x)
+    assert "lr /10 every 8 epochs" in next(x for x in report.splitlines() if "`mnist-csae-c-b0.02-full-s0` |" in x)
     assert "**β trend** (Table 3): not yet run at full budget" in report
     assert "**Fig. 9, equal distances** (paper" in report  # its rows (the three seeds) are there
     table = list(csv.DictReader(open(tmp_path / "results" / "results.csv")))
