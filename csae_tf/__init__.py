@@ -10,7 +10,8 @@ from pathlib import Path as _Path
 
 from csae_tf.predictor import load
 
-__all__ = ["CSAE", "FitConfig", "build_model", "generate_centroids", "load", "load_datasets"]
+__all__ = ["CSAE", "FitConfig", "build_decoder", "build_encoder", "build_model", "generate_centroids", "load",
+           "load_datasets"]
 __version__ = "0.1.0"
 
 
@@ -19,11 +20,11 @@ def import_all() -> None:
     from csae_tf import layers, schedules  # noqa: F401  (registers serializable classes)
     from csae_tf.config import FitConfig
     from csae_tf.data import load_datasets
-    from csae_tf.models import CSAE, build_model
+    from csae_tf.models import CSAE, build_decoder, build_encoder, build_model
     from csae_tf.pedcc import generate as generate_centroids
 
-    globals().update(CSAE=CSAE, FitConfig=FitConfig, build_model=build_model,
-                     generate_centroids=generate_centroids, load_datasets=load_datasets)
+    globals().update(CSAE=CSAE, FitConfig=FitConfig, build_decoder=build_decoder, build_encoder=build_encoder,
+                     build_model=build_model, generate_centroids=generate_centroids, load_datasets=load_datasets)
 
 
 def _in_front_door() -> bool:
