@@ -125,9 +125,30 @@ def _load(path: Path) -> dict | None:
 
 
 def machine() -> str:
-    from csae_tf.compare import machine as describe
+    """CPU model (from /proc/cpuinfo), cores, TensorFlow version; without importing TensorFlow here."""
+    from importlib import metadata
 
-    return describe()
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    tf_version = "?"
+    for name in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"):
+        try:
+            tf_version = metadata.version(name)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return f"{cpu}, {os.cpu_count()} CPU(s), TF {tf_version}"
+
+
+def write_row(row: dict, path: Path) -> None:
+    """One finished row as JSON, written whole (as csae_tf.compare.write_row)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(row, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def run_row(row: rowset.Row, args, where, rerun: bool = False) -> dict:
@@ -174,8 +195,6 @@ def run_row(row: rowset.Row, args, where, rerun: bool = False) -> dict:
         copy_figures(row, run, where)
     result.update({"label": row.label, "table": row.table, "group": row.group, "budget_name": args.budget,
                    "schedule": row.describe(args.budget), "wall_seconds": wall, "reproduce": shell_command(row, args)})
-    from csae_tf.compare import write_row
-
     write_row(result, result_path(row, where))
     return result
 

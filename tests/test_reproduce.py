@@ -3,7 +3,9 @@ interrupted, a report rebuilt from the rows present ("not run yet" for the other
 
 import csv
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +47,7 @@ class FakeRunner:
     def __call__(self, row, args, where, rerun=False):
         self.calls.append((row.id, rerun))
         result = fake_result(row, self.accuracy)
-        compare.write_row(result, reproduce.result_path(row, where))
+        reproduce.write_row(result, reproduce.result_path(row, where))
         return result
 
 
@@ -70,37 +72,40 @@ def test_a_smoke_row_writes_its_json_when_it_finishes_and_the_next_invocation_sk
     assert runner.calls == [("mnist-csae-l-full-s0", True)]
 
 
-def test_an_interrupted_row_resumes_in_its_own_run_directory(tmp_path):
+def test_an_interrupted_row_resumes_in_its_own_run_directory(tmp_path, monkeypatch):
+    """The real run_row with the commands stood in for: the first fit saves a state and is stopped (timeout);
+    the next invocation runs the same fit command on the same directory, which still holds that state."""
     row = rowset.select(rowset.rows(), "mnist-csae-c-b0.02-full-s0")[0]
-    seen = []
+    fits = []
 
-    def runner(row, args, where, rerun=False):
-        run = where.runs / row.id
-        seen.append((run / "checkpoints" / "state.json").exists())
-        if len(seen) == 1:  # the first attempt saves a state and is stopped
-            (run / "checkpoints").mkdir(parents=True)
-            (run / "checkpoints" / "state.json").write_text("{}")
-            raise subprocess_timeout()
-        return FakeRunner()(row, args, where)
+    def fake_step(cmd, log, timeout):
+        out = Path(cmd[cmd.index("--output") + 1] if "--output" in cmd else cmd[cmd.index("--run") + 1])
+        if cmd[0] == "csae_tf.fit":
+            fits.append((cmd, (out / "checkpoints" / "state.json").exists()))
+            if len(fits) == 1:
+                (out / "checkpoints").mkdir(parents=True)
+                (out / "checkpoints" / "state.json").write_text("{}")
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            (out / "config.json").write_text(json.dumps({**FitConfig().to_dict(), **row.budget()}))
+            (out / "metrics.json").write_text(json.dumps({"num_train": 55000, "num_validation": 5000, "params": 1,
+                                                          "train_seconds": 1.0, "test_accuracy": 0.99}))
+        elif cmd[0] == "csae_tf.evaluate":
+            (out / "evaluation").mkdir()
+            (out / "evaluation" / "evaluation.json").write_text(json.dumps(
+                {"num_images": 10000, "accuracy": 0.991, "loss1": 0.04, "loss2": 0.08, "loss3": 0.12}))
 
-    argv = ["--rows", row.id, *dirs(tmp_path)]
-    assert reproduce.main(argv, runner=runner) == 1  # the row failed: no result, its run directory kept
+    monkeypatch.setattr(reproduce, "run_step", fake_step)
+    argv = ["--rows", row.id, "--shared-data", str(tmp_path / "no_letters"), *dirs(tmp_path)]
+    assert reproduce.main(argv) == 1  # the row failed: no result, its run directory kept
     assert not (tmp_path / "results" / "rows" / f"{row.id}.json").exists()
-    assert reproduce.main(argv, runner=runner) == 0
-    assert seen == [False, True]  # the second attempt found the first one's state
-    # and the commands resume that directory: the same --output, never --overwrite
-    args = reproduce.build_parser().parse_args(argv)
-    cmds = reproduce.commands(row, args, reproduce.paths(args))
-    assert cmds[0][0] == "csae_tf.fit" and cmds[0][-1] == str(tmp_path / "runs" / row.id)
-    assert not any("--overwrite" in c for c in cmds)
-    flags = dict(zip(cmds[0][1::2], cmds[0][2::2]))
+    assert reproduce.main(argv) == 0
+    assert [state for _, state in fits] == [False, True]  # the second attempt found the first one's state
+    assert fits[0][0] == fits[1][0] and fits[0][0][-1] == str(tmp_path / "runs" / row.id)
+    assert "--overwrite" not in fits[1][0]
+    flags = dict(zip(fits[0][0][1::2], fits[0][0][2::2]))
     assert flags["--epochs"] == "30" and flags["--lr-step-epochs"] == "8" and flags["--seed"] == "0"
-
-
-def subprocess_timeout():
-    import subprocess
-
-    return subprocess.TimeoutExpired(["python", "-m", "csae_tf.fit"], 1.0)
+    result = json.loads((tmp_path / "results" / "rows" / f"{row.id}.json").read_text())
+    assert result["accuracy"] == 0.991 and result["loss3"] == 0.12 and result["budget"]["train_images"] == 55000
 
 
 def test_the_report_is_rebuilt_from_the_rows_present_with_not_run_yet_for_the_others(tmp_path):
@@ -127,12 +132,12 @@ def test_claims_are_judged_only_from_rows_at_full_budget(tmp_path):
     where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
     betas = rowset.select(rowset.rows(), "mnist-csae-c-b0.0*-full,mnist-csae-c-b0.1-full")
     for i, row in enumerate(betas):
-        compare.write_row(fake_result(row, 0.99 + 0.001 * (i % 3), "smoke"), reproduce.result_path(row, where))
+        reproduce.write_row(fake_result(row, 0.99 + 0.001 * (i % 3), "smoke"), reproduce.result_path(row, where))
     args = reproduce.build_parser().parse_args(dirs(tmp_path))
     assert "**β trend** (Table 3): not yet run at full budget" in reproduce.write_report(args, where)
     assert "(smoke budget)" in reproduce.write_report(args, where)
     for i, row in enumerate(betas):
-        compare.write_row(fake_result(row, 0.99 + 0.001 * (i % 3)), reproduce.result_path(row, where))
+        reproduce.write_row(fake_result(row, 0.99 + 0.001 * (i % 3)), reproduce.result_path(row, where))
     report = reproduce.write_report(args, where)
     assert "**β trend** (paper: 99.32 / 99.32 / 99.38 / 99.35, best at β 0.06): csae-tf" in report
 
