@@ -223,6 +223,57 @@ def test_trial_results_are_the_validation_metrics_or_none_when_not_finite():
     assert trial_results({"val_accuracy": 0.9}, weight=2.0) is None
 
 
+class _Oracle:
+    """The parts of a KerasTuner oracle that the chief's watchdog uses."""
+
+    def __init__(self):
+        self.trials, self.ongoing_trials, self.tuner_ids, self.ended = {}, {}, set(), []
+
+    def create_trial(self, tuner_id):
+        from keras_tuner.src.engine import trial as trial_module
+
+        trial = trial_module.Trial(None, trial_id=str(len(self.trials)), status="RUNNING")
+        self.trials[trial.trial_id] = self.ongoing_trials[tuner_id] = trial
+        self.tuner_ids.add(tuner_id)
+        return trial
+
+    def update_trial(self, trial_id, metrics, step=0):
+        return self.trials[trial_id]
+
+    def end_trial(self, trial):
+        self.ended.append((trial.trial_id, trial.status))
+        self.ongoing_trials = {t: tr for t, tr in self.ongoing_trials.items() if tr.trial_id != trial.trial_id}
+
+    def get_trial(self, trial_id):
+        return self.trials[trial_id]
+
+
+def test_the_watchdog_ends_the_trial_of_a_silent_worker_only_and_heartbeats_keep_a_worker_alive():
+    from tuning.distributed import Heartbeat, Watchdog
+
+    now = [0.0]
+    oracle = _Oracle()
+    watchdog = Watchdog(oracle, timeout=10, clock=lambda: now[0])
+    oracle.create_trial("w0")
+    oracle.create_trial("w1")
+    # w1 sends heartbeats (GetTrial of its running trial) every 4 s; w0 says nothing after asking for its trial
+    for t, lost in ((4, []), (8, []), (12, [("w0", "0")]), (16, [])):
+        now[0] = t
+        oracle.get_trial("1")
+        assert watchdog.check() == lost, t
+    assert oracle.ended == [("0", "FAILED")] and oracle.trials["0"].message.startswith("lost: worker w0")
+    assert oracle.tuner_ids == {"w1"} and watchdog.lost_workers == {"w0"} and "w1" in oracle.ongoing_trials
+    oracle.end_trial(oracle.trials["0"])  # w0 comes back late: ignored
+    assert oracle.ended == [("0", "FAILED")]
+
+    calls = []
+    client = type("Client", (), {"get_trial": lambda self, trial_id: calls.append(trial_id)})()
+    beat = Heartbeat(client, "7", interval=0.05).start()
+    time.sleep(0.4)
+    beat.stop()
+    assert len(calls) >= 3 and set(calls) == {"7"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
