@@ -257,11 +257,12 @@ def write_row(row: dict, path: Path) -> None:
 
 
 def read_rows(folder: Path) -> dict[str, dict]:
-    """Every row JSON in `folder`, by row id."""
+    """Every comparison row JSON in `folder`, by row id (rows of other writers, without a "model", are left out)."""
     rows = {}
     for path in sorted(Path(folder).glob("*.json")):
         row = json.loads(path.read_text())
-        rows[row.get("id", path.stem)] = row
+        if "model" in row:
+            rows[row.get("id", path.stem)] = row
     return rows
 
 

@@ -172,6 +172,8 @@ def test_the_comparison_writes_one_row_per_system_and_skips_it_next_time(tmp_pat
     train = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32)
     cfg, opts = FitConfig(epochs=1, batch_size=32, verbose=0, seed=3), compare.BaselineOptions(images=2)
     rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    (rows_dir / "mnist-csae-l-full-s0.json").write_text(json.dumps({"id": "x"}))  # a reproduction row beside them
     compare.run_on(train, (x[64:], y[64:]), info, cfg, opts, ["fsae"], str(tmp_path / "a"), "cmd", str(rows_dir),
                    "syn-{model}-s{seed}")
     row = json.loads((rows_dir / "syn-fsae-s3.json").read_text())
