@@ -63,19 +63,19 @@ def _op_times_from_xplane(logdir: str) -> dict[str, float]:
 
 
 def profile_tf(cfg: FitConfig, info, images, labels, steps: int) -> dict:
-    from csae_tf import pedcc
     from csae_tf.models import build_model
-    from csae_tf.schedules import build_optimizer
+    from csae_tf.trainer import compile_model, set_precision
 
-    model = build_model(cfg, info.num_classes, info.image_shape, pedcc.generate(10, 40, seed=0))
-    model.compile(optimizer=build_optimizer(cfg, len(images) // cfg.batch_size))
-    ds = data.pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), info, cfg.batch_size, training=True)
-    ds = ds.repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=10, verbose=0)  # warm-up: trace and build
+    set_precision(cfg.precision)
+    model = compile_model(build_model(cfg, info.num_classes, info.image_shape), cfg, len(images) // cfg.batch_size,
+                          steps_per_execution=1)
+    ds = data.training_pipeline(data.Arrays(images, labels.astype("int32")), info, cfg.batch_size, seed=0,
+                                epochs=10**6)
+    model.fit(ds, epochs=1, steps_per_epoch=10, verbose=0, shuffle=False)  # warm-up: trace and build
     logdir = tempfile.mkdtemp(prefix="csae_profile_")
     start = time.perf_counter()
     tf.profiler.experimental.start(logdir)
-    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     tf.profiler.experimental.stop()
     wall = time.perf_counter() - start
     return {"ops_ms": _op_times_from_xplane(logdir), "wall_s": wall, "steps": steps}
