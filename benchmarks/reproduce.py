@@ -335,7 +335,12 @@ def write_report(args, where) -> str:
       "python benchmarks/reproduce.py --report-only             # rebuild this page from the rows there\n```\n")
     w("An interrupted invocation loses nothing finished: each row's JSON is written when the row ends, "
       "and a CSAE row's run directory (`runs/reproduce/<row-id>`) resumes at its last saved state. Commit "
-      "the row JSONs to carry on on another machine.\n")
+      "the row JSONs to carry on on another machine. A row's JSON: `id`, `label`, `dataset`, `system`/`model`, "
+      "`seed`, `config` (every FitConfig value), `budget` (epochs, training / validation / test images, batch), "
+      "`schedule`, `command` (the commands that trained and evaluated it) and `reproduce` (the driver command for "
+      "that row alone), `run_dir`, `date`, `machine` (CPU model, cores, TensorFlow), `wall_seconds`, "
+      "`train_seconds`, `accuracy`, `loss1`/`loss2`/`loss3` (test), `mse` or `reconstruction_mse`, class-mean and "
+      "PEDCC distances, `generated_classified_as_their_class`, `extrapolation` (MNIST CSAE-C).\n")
     w("## Budgets\n")
     w("- **full** (CSAE-C, encoder alone, basenet): all 60,000 training images minus a seeded 5,000-image "
       "validation hold-out, 30 epochs, SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128; the paper's "
