@@ -5,6 +5,9 @@
 Trains CSAE-C on all 60,000 MNIST images with a short-budget schedule (cosine, SGD 0.05, batch
 128, +-2 px shifts, 15 epochs) and prints test accuracy, seconds per epoch and total wall time.
 Any FitConfig flag can be overridden (e.g. --epochs 3 --augment false for the authors' budget).
+This recipe is not the paper's: the paper reproduction's rows and budgets are in benchmarks/rows.py
+(run by benchmarks/reproduce.py); earlier results of this script are kept there as legacy rows
+(docs/results/reproduction/rows/legacy-15ep-*.json, legacy-20ep-*.json).
 """
 
 from __future__ import annotations
