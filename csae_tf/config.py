@@ -14,6 +14,8 @@ import math
 import typing
 from pathlib import Path
 
+from csae_tf.errors import CsaeError
+
 ARCHS = ("conv", "linear")
 EDGE_LOSSES = ("laplacian", "sobel", "sobel-per-example", "none")
 OPTIMIZERS = ("sgd", "adam")
@@ -39,7 +41,7 @@ RUNTIME_FIELDS = ("verbose", "output", "logdir", "image_every", "manual_dir", "d
                   "steps_per_execution", "jit_compile", "preset")
 
 
-class ConfigError(ValueError):
+class ConfigError(CsaeError, ValueError):
     """A configuration value the run cannot use; its message is shown to the user as is."""
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from csae_tf.errors import CsaeError
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DataError(RuntimeError):
+class DataError(CsaeError):
     """The dataset cannot be loaded; the message says why and what to do."""
 
 

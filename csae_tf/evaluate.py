@@ -35,6 +35,7 @@ from csae_tf.errors import command, output_dir
 from csae_tf.generate import generate_samples, sample_grid, trained_classes
 from csae_tf.models import nearest_centroid
 from csae_tf.runs import RunDirError, check_images, dataset_split, encode_and_reconstruct, first_of_each_class, load_run
+from csae_tf.viz import class_mean_distances, pairwise_distances  # noqa: F401  (part of this module's API)
 
 BATCH = 1024  # latent codes per distance computation: memory BATCH x classes, whatever the test set's size
 MAX_HEATMAP_CLASSES = 100  # larger confusion / distance matrices are written to the JSON only
@@ -65,30 +66,6 @@ def nearest_labels(latent: np.ndarray, centroids: np.ndarray, batch: int = BATCH
     """The nearest centroid of each latent code, `batch` codes at a time (never an (N, classes, d) array)."""
     parts = [nearest_centroid(latent[i:i + batch], centroids) for i in range(0, len(latent), batch)]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-
-def pairwise_distances(points: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of `points` (n, d) by the matmul form: memory n x n, not n x n x d.
-
-    Rows of NaN (absent classes) give NaN distances.
-    """
-    p = np.asarray(points, np.float64)
-    squares = (p**2).sum(1)
-    d2 = squares[:, None] - 2 * p @ p.T + squares[None, :]
-    distances = np.sqrt(np.maximum(d2, 0.0))
-    np.fill_diagonal(distances, np.where(np.isnan(squares), np.nan, 0.0))
-    return distances
-
-
-def class_mean_distances(latent: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Distances between the classes' mean latent codes (paper Fig. 9); NaN for classes absent from `labels`."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    sums = np.zeros((num_classes, latent.shape[1]))
-    np.add.at(sums, labels, latent)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts[:, None]
-    means[counts == 0] = np.nan
-    return pairwise_distances(means)
 
 
 def _off_diagonal(matrix: np.ndarray, classes) -> np.ndarray:

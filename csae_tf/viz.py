@@ -51,18 +51,28 @@ def generated_grid(model, per_class: int = 10, seed: int = 0, num_classes: int |
     return image_grid(np.asarray(model.generate(ids, seed=(seed, 0))), n, per_class)
 
 
-def class_mean_distances(latent: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Euclidean distances between the mean latent codes of the classes (paper Fig. 9); NaN for absent classes."""
-    means = np.full((num_classes, latent.shape[1]), np.nan)
-    for c in range(num_classes):
-        if np.any(labels == c):
-            means[c] = latent[labels == c].mean(0)
-    return pairwise_distances(means)
-
-
 def pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of `points` (n, d) by the matmul form: memory n x n, not n x n x d.
+
+    Rows of NaN (absent classes) give NaN distances.
+    """
     p = np.asarray(points, np.float64)
-    return np.sqrt(np.maximum(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1), 0.0))
+    squares = (p**2).sum(1)
+    d2 = squares[:, None] - 2 * p @ p.T + squares[None, :]
+    distances = np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(distances, np.where(np.isnan(squares), np.nan, 0.0))
+    return distances
+
+
+def class_mean_distances(latent: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Distances between the classes' mean latent codes (paper Fig. 9); NaN for classes absent from `labels`."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    sums = np.zeros((num_classes, latent.shape[1]))
+    np.add.at(sums, labels, latent)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return pairwise_distances(means)
 
 
 def heatmap(matrix: np.ndarray, title: str, labels=None, fmt: str = "{:.1f}") -> np.ndarray:
