@@ -144,11 +144,22 @@ def runs(tfds_dir, tmp_path_factory):
     jobs.update({("resumed", m, True, p): (resumed, m, True, p) for m in MODES for p in KILLS[m]})
     point = KILLS["single"][1]
     jobs[("resumed", "single", False, point)] = (resumed, "single", False, point)
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        futures = {key: pool.submit(fn, *args) for key, (fn, *args) in jobs.items()}
+    futures = {}
+
+    def carried_on():
+        """The finished single-process reference, rerun with --epochs 3: (its directory, history before, output)."""
+        out = root / "carried-on"
+        shutil.copytree(futures[("reference", "single", True)].result()[0], out)
+        return out, history(out), _run(_command(tfds_dir, out, "single", True, "--epochs", "3"), root / "carried.log")
+
+    with ThreadPoolExecutor(max_workers=len(jobs) + 1) as pool:
+        for key, (fn, *args) in jobs.items():
+            futures[key] = pool.submit(fn, *args)
+        futures[("carried",)] = pool.submit(carried_on)
         results = {key: future.result() for key, future in futures.items()}
     return {"references": {k[1:]: v for k, v in results.items() if k[0] == "reference"},
-            "resumed": {k[1:]: v for k, v in results.items() if k[0] == "resumed"}, "root": root}
+            "resumed": {k[1:]: v for k, v in results.items() if k[0] == "resumed"}, "root": root,
+            "carried": results[("carried",)]}
 
 
 CASES = [(mode, point) for mode in MODES for point in KILLS[mode]]
@@ -197,12 +208,9 @@ def test_killed_and_rerun_without_determinism_ends_within_the_measured_tolerance
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-5), key
 
 
-def test_finished_run_rerun_with_more_epochs_carries_on_from_its_last_epoch(runs, tfds_dir):
+def test_finished_run_rerun_with_more_epochs_carries_on_from_its_last_epoch(runs):
     reference, _ = runs["references"][("single", True)]
-    out = runs["root"] / "carried-on"
-    shutil.copytree(reference, out)
-    before = history(out)
-    text = _run(_command(tfds_dir, out, "single", True, "--epochs", "3"), runs["root"] / "carried-on.log")
+    out, before, text = runs["carried"]  # a copy of the finished reference, rerun with --epochs 3
     assert "resuming" in text and "at epoch 3 of 3" in text, text[-2000:]
     after = history(out)
     assert [r["epoch"] for r in after] == ["0", "1", "2"]
