@@ -60,11 +60,12 @@ def trial_rows(oracle, settings: SearchSettings) -> list[dict]:
 
 
 def best_trial(oracle):
-    """The best finished trial by the objective (None if no trial finished)."""
-    for trial in oracle.get_best_trials(len(oracle.trials)):
-        if trial_status(trial) == "ok":
-            return trial
-    return None
+    """The best finished trial by the objective, the earliest of equal ones (None if no trial finished)."""
+    finished = [t for t in oracle.trials.values() if trial_status(t) == "ok"]
+    if not finished:
+        return None
+    sign = -1.0 if oracle.objective.direction == "max" else 1.0
+    return min(finished, key=lambda t: (sign * t.score, t.trial_id))
 
 
 def _cell(value) -> str:
