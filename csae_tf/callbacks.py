@@ -15,13 +15,19 @@ from csae_tf import viz
 class EpochStats(keras.callbacks.Callback):
     """Adds the epoch's wall time and learning rate to the logs (so history.csv and TensorBoard get them).
 
-    The learning rate is the one of the epoch's first step (read when the epoch begins): at its end
-    the optimizer already holds the next epoch's.
+    The learning rate is the schedule's value at the epoch's first step (`schedule(epoch * steps)`), also
+    for an epoch resumed in its middle; without a schedule, the optimizer's rate when the epoch begins.
     """
+
+    def __init__(self, schedule=None, steps_per_epoch: int | None = None):
+        super().__init__()
+        self.schedule, self.steps_per_epoch = schedule, steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
-        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        rate = (self.schedule(epoch * self.steps_per_epoch) if self.schedule is not None
+                else self.model.optimizer.learning_rate)
+        self._rate = float(keras.ops.convert_to_numpy(rate))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

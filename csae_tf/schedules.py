@@ -51,12 +51,17 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "step_every": self.step_every}
 
 
-def build_optimizer(cfg: FitConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The optimizer of a run; weight decay is applied by the model's train step, not here."""
-    schedule = LearningRate(
+def build_schedule(cfg: FitConfig, steps_per_epoch: int) -> LearningRate:
+    """The per-step learning rate of a run."""
+    return LearningRate(
         cfg.schedule, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
         warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)), step_every=cfg.lr_step_epochs * steps_per_epoch,
     )
+
+
+def build_optimizer(cfg: FitConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer of a run; weight decay is applied by the model's train step, not here."""
+    schedule = build_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(schedule)
     return keras.optimizers.SGD(schedule, momentum=cfg.momentum)

@@ -30,7 +30,7 @@ from csae_tf.callbacks import EpochStats, monitoring_callbacks
 from csae_tf.config import RUNTIME_FIELDS, ConfigError, FitConfig
 from csae_tf.errors import CsaeError
 from csae_tf.models import CSAE, DIVERGED, build_model
-from csae_tf.schedules import build_optimizer
+from csae_tf.schedules import build_optimizer, build_schedule
 
 MAX_STEPS_PER_EXECUTION = 32
 
@@ -164,7 +164,8 @@ class Trainer:
         state = (checkpoint.PeriodicTrainingState(out / "checkpoints", cfg.save_freq, self.steps_per_epoch,
                                                   before_save=average)
                  if cfg.save_freq else checkpoint.TrainingState(out / "checkpoints", before_save=average))
-        callbacks = [EpochStats(), *([average] if average else []), state,
+        schedule = build_schedule(cfg, self.steps_per_epoch)
+        callbacks = [EpochStats(schedule, self.steps_per_epoch), *([average] if average else []), state,
                      keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
                      keras.callbacks.TensorBoard(log_dir=(self.chief and cfg.logdir) or str(out / "logs"),
                                                  histogram_freq=0, write_graph=False, profile_batch=0)]

@@ -185,8 +185,6 @@ def test_killed_and_rerun_writes_the_uninterrupted_history(runs, mode, point):
     assert history(out) == history(reference), kill
 
 
-@pytest.mark.xfail(strict=True, reason="csae_tf.callbacks.EpochStats reads the learning rate when fit's epoch "
-                   "begins: for a resumed epoch that is the rate at the resumed step, not at the epoch's first")
 @pytest.mark.parametrize("mode,point", CASES[:1], ids=[f"{m}-e{p[0]}s{p[1]}" for m, p in CASES[:1]])
 def test_killed_and_rerun_logs_the_epochs_learning_rate(runs, mode, point):
     reference, _ = runs["references"][(mode, True)]
