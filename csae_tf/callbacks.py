@@ -60,7 +60,8 @@ def _encode(model, images, batch: int = 500) -> np.ndarray:
 
 
 class ImageSummaries(keras.callbacks.Callback):
-    """Every `every` epochs: reconstructions, generated samples and class-centre distances, to TensorBoard and PNG.
+    """Every `every` epochs and after the last: reconstructions, generated samples and class-centre distances,
+    to TensorBoard and PNG.
 
     Images go to the TensorBoard run `log_dir` (tags `reconstruction`, `generated`, `class_mean_distances`,
     `pedcc_distances`; the scalar `image_summary_seconds` is the time they took) and, overwritten each time
@@ -101,7 +102,8 @@ class ImageSummaries(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.every and (epoch + 1) % self.every == 0:
+        last = epoch + 1 == (self.params or {}).get("epochs")
+        if self.every and ((epoch + 1) % self.every == 0 or last):
             self.write(epoch)
 
     def on_train_end(self, logs=None):
@@ -150,7 +152,7 @@ class ImageSummaries(keras.callbacks.Callback):
 
 
 class LatentProjector(keras.callbacks.Callback):
-    """At the end of training: the Embedding Projector over the latent codes of test images and the PEDCC centroids.
+    """At the end of training: the Embedding Projector over the latent codes of validation images and the centroids.
 
     Writes into `log_dir` a `tf.train.Checkpoint` of the codes (tensor `latent/.ATTRIBUTES/VARIABLE_VALUE`),
     `metadata.tsv` (label, class name, kind), `sprite.png` (each test image; each centroid's decoded image),
@@ -177,7 +179,7 @@ class LatentProjector(keras.callbacks.Callback):
         pictures = to_display(np.concatenate([self.images, np.asarray(model.decoder(centroids, training=False))]),
                               self.source_shape)
         labels = np.concatenate([self.labels, np.arange(len(centroids))]).astype(int)
-        kinds = ["test"] * len(self.images) + ["centroid"] * len(centroids)
+        kinds = ["validation"] * len(self.images) + ["centroid"] * len(centroids)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / "metadata.tsv", "w") as f:
             f.write("label\tname\tkind\n")

@@ -105,7 +105,8 @@ class FitConfig:
     # --- output ---
     output: str = _field("runs/csae", "run directory: model, config, centroids, history, checkpoints, metrics")
     logdir: str | None = _field(None, "TensorBoard log directory (default: OUTPUT/logs)")
-    image_every: int = _field(1, "write image summaries every N epochs (0: never)")
+    image_every: int = _field(5, "write image summaries every N epochs and after the last (0: never); each "
+                              "costs a few seconds")
     verbose: int = _field(1, "progress output: 0 silent, 1 progress bar on a terminal (one line per epoch "
                           "otherwise), 2 one line per epoch and TensorFlow's own log lines")
     preset: str | None = _field(None, "a named recipe whose values explicit flags override: "
