@@ -8,9 +8,9 @@ batches padded and scaled on the device) for `--seconds` after a warm-up: float3
 mixed_float16 (loss scaling), XLA on and off, batch 128 to 4,096, and 1 vs 2 replicas (MirroredStrategy)
 when two GPUs are visible. Then `benchmarks/time_to_accuracy.py` with the fastest row's precision.
 
-On a machine without a GPU it says so and runs the same table at tiny sizes on the CPU (batches 16 and 32,
-half a second per row, 1,024 training images, no time-to-accuracy run), so that the script itself is checked
-anywhere; those figures say nothing about a GPU.
+On a machine without a GPU it says so and runs the same table at tiny sizes on the CPU (batches 8 and 16,
+one step per execution for 0.2 s per row, 256 training images, no time-to-accuracy run), so that the script
+itself is checked anywhere; those figures say nothing about a GPU.
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ class _Clock(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def build(info, precision: str, xla: bool, devices: list[str] | None, steps: int):
+def build(info, precision: str, xla: bool, devices: list[str] | None, steps: int, steps_per_execution: int | None):
     """A compiled CSAE-C of one configuration (the default fit path)."""
     cfg = FitConfig(lr=0.05, schedule="cosine", epochs=10**6, precision=precision, jit_compile="on" if xla else "off")
     strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
     set_precision(precision)
     try:
         with strategy.scope():
-            return compile_model(build_model(cfg, info.num_classes, info.image_shape), cfg, steps, strategy=strategy)
+            return compile_model(build_model(cfg, info.num_classes, info.image_shape), cfg, steps,
+                                 steps_per_execution=steps_per_execution, strategy=strategy)
     finally:
         set_precision("float32")
 
@@ -87,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
         print(f"{len(gpus)} GPU(s): {', '.join(g.name for g in gpus)}", flush=True)
-        batches, seconds, limit = args.batch_sizes, args.seconds, None
+        batches, seconds, limit, spe = args.batch_sizes, args.seconds, None, None
     else:
         print("no GPU visible: running the same table at tiny sizes on the CPU, to check the script; "
               "these figures say nothing about a GPU", flush=True)
-        batches, seconds, limit = [16, 32], 0.5, 1024
+        batches, seconds, limit, spe = [8, 16], 0.2, 256, 1
     builder = data.prepare("mnist", args.data_dir, args.manual_dir)
     info = data.describe(builder, "conv")
     arrays = data.read_split(builder, "train", limit=limit)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for devices in replicas:
         for precision in PRECISIONS:
             for xla in (False, True):
-                model = build(info, precision, xla, devices, max(len(arrays) // max(batches), 1))
+                model = build(info, precision, xla, devices, max(len(arrays) // max(batches), 1), spe)
                 for batch in batches:
                     rate = train_rate(model, arrays, info, batch, seconds)
                     rows.append({"replicas": len(devices or [0]), "precision": precision, "xla": xla,

@@ -156,14 +156,11 @@ def test_output_file_refuses_a_folder(tmp_path):
         errors.output_file(tmp_path, "--output")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_output_dir_refuses_a_folder_it_cannot_write(tmp_path):
-    tmp_path.chmod(0o500)
-    try:
-        with pytest.raises(errors.CsaeError, match="cannot create|not writable"):
-            errors.output_dir(tmp_path / "out", "--output")
-    finally:
-        tmp_path.chmod(0o700)
+def test_output_dir_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch):
+    """The permission check itself (as root, chmod does not stop writes: the access check is simulated)."""
+    monkeypatch.setattr(errors.os, "access", lambda path, mode: False)
+    with pytest.raises(errors.CsaeError, match="not writable"):
+        errors.output_dir(tmp_path / "out", "--output")
 
 
 def test_compare_output_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
