@@ -33,7 +33,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"],  # xdist: the suite on both cores (pyproject)
         "benchmarks": ["torch==2.13.0"],
     },
     entry_points={"console_scripts": ["csae=csae_tf.cli:main", "csae-fit=csae_tf.fit:main"]},
