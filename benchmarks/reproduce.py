@@ -144,7 +144,8 @@ def machine() -> str:
 
 
 def write_row(row: dict, path: Path) -> None:
-    """One finished row as JSON, written whole (as csae_tf.compare.write_row)."""
+    """One finished row as JSON, written whole (csae_tf.checkpoint.write_json's rule, without importing
+    TensorFlow into the driver)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(row, indent=2) + "\n")

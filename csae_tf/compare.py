@@ -250,10 +250,10 @@ def machine() -> str:
 
 def write_row(row: dict, path: Path) -> None:
     """One finished row as JSON, written whole (a reader never sees half a file)."""
+    from csae_tf.checkpoint import write_json
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(row, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, row)
 
 
 def read_rows(folder: Path) -> dict[str, dict]:
