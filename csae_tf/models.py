@@ -206,25 +206,36 @@ class CSAE(keras.Model):
         class_ids = tf.convert_to_tensor(class_ids, tf.int32)
         return tf.cast(self.decoder(self.latent_gaussians(class_ids, seed=seed), training=False), tf.float32)
 
+    def latent_codes(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        """(z, labels) of every batch of a dataset of (images, labels), the encoder compiled once."""
+        encode = tf.function(self.encode, reduce_retracing=True)
+        codes, labels = [], []
+        for images, y in dataset:
+            codes.append(encode(images).numpy())
+            labels.append(np.asarray(y))
+        if not codes:
+            return np.zeros((0, self.latent_dim), np.float32), np.zeros(0, np.int32)
+        return np.concatenate(codes), np.concatenate(labels)
+
     def fit_latent_gaussians(self, dataset) -> np.ndarray:
         """Fit each class's mean and covariance of z on `dataset` of (images, labels); return the counts."""
         n, d = self.num_classes, self.latent_dim
         full = self.latent_gaussians.full_covariance
-        count, total = np.zeros(n), np.zeros((n, d))
-        second = np.zeros((n, d, d) if full else (n, d))
-        for images, labels in dataset:
-            z = self.encode(images).numpy().astype(np.float64)
-            labels = np.asarray(labels)
-            np.add.at(count, labels, 1)
-            np.add.at(total, labels, z)
-            np.add.at(second, labels, z[:, :, None] * z[:, None, :] if full else z * z)
-        safe = np.maximum(count, 1)
-        means = total / safe[:, None]
-        if full:
-            cov = second / safe[:, None, None] - np.einsum("ni,nj->nij", means, means) + 1e-5 * np.eye(d)
-            scale = np.linalg.cholesky(cov)
-        else:
-            scale = np.sqrt(np.maximum(second / safe[:, None] - means**2, 0.0))
+        z, labels = self.latent_codes(dataset)
+        z = z.astype(np.float64)
+        count = np.bincount(labels, minlength=n)[:n].astype(np.float64)
+        means, scale = np.zeros((n, d)), np.zeros((n, d, d) if full else (n, d))
+        for c in np.flatnonzero(count):
+            zc = z[labels == c]
+            means[c] = zc.mean(axis=0)
+            if full:
+                cov = zc.T @ zc / len(zc) - np.outer(means[c], means[c]) + 1e-5 * np.eye(d)
+                scale[c] = np.linalg.cholesky(cov)
+            else:
+                scale[c] = np.sqrt(np.maximum((zc * zc).mean(axis=0) - means[c] ** 2, 0.0))
+        if full:  # classes without images keep a valid (identity-scaled) factor, as before
+            for c in np.flatnonzero(count == 0):
+                scale[c] = np.sqrt(1e-5) * np.eye(d)
         self.latent_gaussians.means.assign(means.astype("float32"))
         self.latent_gaussians.scale.assign(scale.astype("float32"))
         return count

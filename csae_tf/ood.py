@@ -11,7 +11,9 @@ Scores, one per image, higher = more unusual (`SCORES`):
 - ``reconstruction``: per-image pixel MSE of the decoder's reconstruction (model scale, [-1, 1]);
 - ``mahalanobis``: the smallest Mahalanobis distance of z under the per-class latent Gaussians
   fitted after training (triangular solves with their Cholesky factors);
-- ``combined``: the sum of the four, each z-scored with its mean and standard deviation on the
+- ``mahalanobis_shared``: the same to the class means under one covariance shared by the classes
+  (their covariances averaged), as in Lee et al. (2018); not part of ``combined``;
+- ``combined``: the sum of the first four, each z-scored with its mean and standard deviation on the
   run's in-distribution VALIDATION images (`validation_images`). Those weights are fitted on
   known images only: no out-distribution image is ever used to set them or the threshold.
 
@@ -37,14 +39,15 @@ import dataclasses
 import json
 import math
 import sys
+import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-COMPONENTS = ("distance", "margin", "reconstruction", "mahalanobis")
-SCORES = (*COMPONENTS, "combined")
+COMPONENTS = ("distance", "margin", "reconstruction", "mahalanobis")  # what `combined` sums
+SCORES = (*COMPONENTS, "mahalanobis_shared", "combined")
 BASELINE_SCORES = ("basenet_msp", "basenet_energy")
 THRESHOLD_FILE = "ood_threshold.json"
 VALIDATION_SIZE = 5000
@@ -76,6 +79,25 @@ def mahalanobis(gaussians, z, classes=None):
     return tf.sqrt(tf.reduce_min(squared, axis=0))
 
 
+def mahalanobis_shared(gaussians, z, classes=None):
+    """Smallest Mahalanobis distance of each row of z (B, d) to the class means under ONE covariance,
+    the classes' covariances averaged (the tied covariance of Lee et al., 2018); (B,)."""
+    means = tf.convert_to_tensor(gaussians.means)
+    scale = tf.convert_to_tensor(gaussians.scale)
+    if classes is not None:
+        means, scale = tf.gather(means, classes), tf.gather(scale, classes)
+    diff = z[None, :, :] - means[:, None, :]  # (n, B, d)
+    if gaussians.full_covariance:
+        shared = tf.linalg.cholesky(tf.reduce_mean(tf.matmul(scale, scale, transpose_b=True), axis=0))
+        n, b, d = tf.shape(diff)[0], tf.shape(diff)[1], tf.shape(diff)[2]
+        y = tf.linalg.triangular_solve(shared, tf.transpose(tf.reshape(diff, [n * b, d])), lower=True)  # (d, nB)
+        squared = tf.reshape(tf.reduce_sum(tf.square(y), axis=0), [n, b])
+    else:
+        std = tf.sqrt(tf.reduce_mean(tf.square(scale), axis=0))
+        squared = tf.reduce_sum(tf.square(diff / std), axis=-1)
+    return tf.sqrt(tf.reduce_min(squared, axis=0))
+
+
 def score_tensors(model, x, classes=None, weights=None) -> dict:
     """Every score of a batch of model-scale images x (B, H, W, C) as float32 tensors (B,).
 
@@ -94,25 +116,45 @@ def score_tensors(model, x, classes=None, weights=None) -> dict:
         "margin": nearest[:, 0] - nearest[:, -1],
         "reconstruction": tf.reduce_mean(tf.square(reconstruction - x), axis=[1, 2, 3]),
         "mahalanobis": mahalanobis(model.latent_gaussians, z, classes),
+        "mahalanobis_shared": mahalanobis_shared(model.latent_gaussians, z, classes),
     }
     if weights:
         out["combined"] = tf.add_n([(out[k] - float(m)) / float(s) for k, (m, s) in weights.items()])
     return out
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_scores(model, classes, weights):
+    """`score_tensors` of uint8 batches as one tf.function per (model, classes, weights), traced once."""
+    key = (tuple(classes) if classes is not None else None,
+           tuple((k, tuple(v)) for k, v in weights.items()) if weights else None)
+    functions = _COMPILED.setdefault(model, {})
+    if key not in functions:
+        from csae_tf.data import to_model_input
+
+        owner = weakref.ref(model)  # the cache must not keep the model alive
+
+        def compute(images):
+            m = owner()
+            return score_tensors(m, to_model_input(images, tuple(m.image_shape)), classes, weights)
+
+        functions[key] = tf.function(compute, reduce_retracing=True)
+    return functions[key]
+
+
 def scores(model, images: np.ndarray, *, classes=None, weights=None, batch: int = 500) -> dict[str, np.ndarray]:
     """The scores of uint8 images (N, h, w[, C]) as numpy arrays, computed `batch` images at a time."""
-    from csae_tf.data import to_model_input
-
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
     parts: dict[str, list] = {}
+    compute = _compiled_scores(model, classes, weights)
     for start in range(0, len(images), batch):
-        x = to_model_input(tf.constant(images[start:start + batch]), tuple(model.image_shape))
-        for key, value in score_tensors(model, x, classes, weights).items():
+        for key, value in compute(tf.constant(images[start:start + batch])).items():
             parts.setdefault(key, []).append(value.numpy())
-    names = (*COMPONENTS, "combined") if weights else COMPONENTS
+    names = SCORES if weights else tuple(k for k in SCORES if k != "combined")
     return {k: np.concatenate(parts[k]) if parts else np.zeros(0, np.float32) for k in names}
 
 
@@ -129,14 +171,18 @@ def baseline_scores(basenet, images: np.ndarray, *, classes=None, batch: int = 5
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    msp, energy = [], []
-    for start in range(0, len(images), batch):
-        x = to_model_input(tf.constant(images[start:start + batch]), tuple(basenet.image_shape))
-        logits = basenet(x, training=False)
+    @tf.function(reduce_retracing=True)
+    def compute(images):
+        logits = basenet(to_model_input(images, tuple(basenet.image_shape)), training=False)
         if classes is not None:
             logits = tf.gather(logits, classes, axis=1)
-        msp.append(-tf.reduce_max(tf.nn.softmax(logits), axis=-1).numpy())
-        energy.append(-tf.reduce_logsumexp(logits, axis=-1).numpy())
+        return -tf.reduce_max(tf.nn.softmax(logits), axis=-1), -tf.reduce_logsumexp(logits, axis=-1)
+
+    msp, energy = [], []
+    for start in range(0, len(images), batch):
+        m, e = compute(tf.constant(images[start:start + batch]))
+        msp.append(m.numpy())
+        energy.append(e.numpy())
     return {"basenet_msp": np.concatenate(msp), "basenet_energy": np.concatenate(energy)}
 
 

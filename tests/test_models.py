@@ -97,6 +97,9 @@ def test_generation_draws_from_the_fitted_class_gaussians():
     assert counts.sum() == 256
     z = model.encode(x).numpy()
     np.testing.assert_allclose(model.latent_gaussians.means.numpy()[1], z[y == 1].mean(0), atol=1e-4)
+    scale = model.latent_gaussians.scale.numpy()[2]
+    expected = np.cov(z[y == 2].astype(np.float64), rowvar=False, bias=True) + 1e-5 * np.eye(z.shape[1])
+    np.testing.assert_allclose(scale @ scale.T, expected, atol=1e-4)
     a = model.generate(tf.constant([1, 2]), seed=(5, 6))
     np.testing.assert_array_equal(a, model.generate(tf.constant([1, 2]), seed=(5, 6)))
     assert not np.allclose(a, model.generate(tf.constant([1, 2]), seed=(7, 6)))

@@ -1,7 +1,8 @@
-"""The speed paths of csae_tf.pedcc give the same answers as the straightforward ones."""
+"""The speed paths of csae_tf (PEDCC solvers, cached splits) give the same answers as the plain ones."""
 
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -61,3 +62,27 @@ def test_forward_flops_of_csae_c_count_the_spec_layers():
     import throughput
 
     assert throughput.forward_flops() == 2 * 15_446_592
+
+
+def test_a_decoded_split_is_cached_and_read_back_without_tfds(tfds_dir, monkeypatch):
+    from csae_tf import data
+
+    builder = data.prepare("mnist", str(tfds_dir))
+    cache = Path(builder.data_dir) / "csae_arrays" / "test.npz"
+    cache.unlink(missing_ok=True)
+    decoded = data.read_split(builder, "test", limit=700, classes=[1, 7])  # TFDS's own filtered read
+    assert not cache.exists()  # a part of a split is not cached
+    first = data.read_split(builder, "test")  # decodes the whole split through TFDS and caches it
+    assert cache.is_file()
+
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("read through TFDS although the split is cached")
+
+    monkeypatch.setattr(data, "load_split", no_tfds)
+    again = data.read_split(builder, "test")
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    cached = data.read_split(builder, "test", limit=700, classes=[1, 7])
+    np.testing.assert_array_equal(cached.images, decoded.images)
+    np.testing.assert_array_equal(cached.labels, decoded.labels)
+    assert cached.labels.dtype == np.int32
