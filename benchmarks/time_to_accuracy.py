@@ -3,12 +3,16 @@
     python benchmarks/time_to_accuracy.py --data-dir runs/tfds --manual-dir ../shared/data/mnist \
         --output docs/results/time_to_accuracy/fast.json
     python benchmarks/time_to_accuracy.py ... -- --precision mixed_bfloat16   # extra fit flags after --
+    python benchmarks/time_to_accuracy.py --torch --manual-dir ../shared/data/mnist   # the PyTorch reference
 
 The recipe is a plain `fit` command (default: `--preset fast`, the one-cycle recipe; flags after `--` are
 added), run as its own process and timed from its start (imports, data, model, training, the final
 save and evaluation included). Nothing is selected on the test split: the run trains its fixed budget
 and `metrics.json` gives the test accuracy, compared with `--target`. The per-epoch seconds of
 `history.csv` show whether any epoch stalls. The exact command is printed and saved with the result.
+`--torch` times the same recipe (epochs, peak lr, one-cycle, batch 128, the same 55,000 images) in the
+PyTorch reference (`benchmarks/pytorch_reference.py --train`, eager, channels-last), also from its
+process start; it reads the original MNIST files from `--manual-dir`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,36 @@ def fit_command(args, output: Path, extra: list[str]) -> list[str]:
     return command + extra
 
 
+def time_torch(args, extra: list[str]) -> int:
+    """The PyTorch reference on the preset's recipe, timed from its process start."""
+    sys.path.insert(0, str(ROOT))
+    from csae_tf.config import PRESETS
+
+    recipe = PRESETS[args.preset]
+    command = [sys.executable, str(ROOT / "benchmarks" / "pytorch_reference.py"), "--train", "--channels-last",
+               "--mnist", args.manual_dir or "../shared/data/mnist", "--seed", str(args.seed),
+               "--epochs", str(args.epochs or recipe["epochs"]), "--lr", str(recipe["lr"]),
+               "--warmup-epochs", str(recipe["warmup_epochs"]), *extra]
+    shown = "python " + " ".join(shlex.quote(c) for c in command[1:])
+    print(shown, flush=True)
+    start = time.time()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.time() - start
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return done.returncode
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    report = {"command": shown, "seconds_from_process_start": round(seconds, 1),
+              "test_accuracy": result["test_accuracy"], "target": args.target,
+              "reached": result["test_accuracy"] >= args.target, "epochs": result["epochs"],
+              "torch": result["torch"], "threads": result["threads"], "date": time.strftime("%Y-%m-%d %H:%M")}
+    print(json.dumps(report, indent=2))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -49,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="first N training images (smoke tests)")
     parser.add_argument("--test-limit", type=int, default=None, help="first N test images (smoke tests)")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
+    parser.add_argument("--torch", action="store_true", help="time the PyTorch reference instead (eager, "
+                        "channels-last; add --bf16 after -- for bf16 autocast)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if args.torch:
+        return time_torch(args, extra)
+    if args.epochs is not None:
+        extra = ["--epochs", str(args.epochs), *extra]
 
     run_dir = Path(tempfile.mkdtemp(prefix="csae_tta_")) / "run"
     command = fit_command(args, run_dir, extra)
