@@ -146,6 +146,16 @@ def test_shared_mahalanobis_uses_the_classes_averaged_covariance(loaded, mnist_k
     np.testing.assert_allclose(got, expected, rtol=2e-3)
 
 
+def test_the_score_function_is_traced_once_per_model_not_per_call(loaded, mnist_known):
+    _, model = loaded
+    ood.scores(model, mnist_known[:64], classes=KNOWN)
+    compiled = ood._compiled_scores(model, KNOWN, None)
+    traces = compiled.experimental_get_tracing_count()
+    ood.scores(model, mnist_known[64:128], classes=KNOWN)  # e.g. the next epoch's histogram
+    assert ood._compiled_scores(model, KNOWN, None) is compiled
+    assert compiled.experimental_get_tracing_count() == traces
+
+
 def test_scores_count_only_the_runs_classes(loaded, mnist_known):
     _, model = loaded
     z = model.encode(runs.to_input(model, mnist_known[:50]))
