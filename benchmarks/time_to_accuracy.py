@@ -41,6 +41,14 @@ def fit_command(args, output: Path, extra: list[str]) -> list[str]:
     return command + extra
 
 
+def _report(report: dict, output: str | None) -> int:
+    print(json.dumps(report, indent=2))
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def time_torch(args, extra: list[str]) -> int:
     """The PyTorch reference on the preset's recipe, timed from its process start."""
     sys.path.insert(0, str(ROOT))
@@ -64,11 +72,7 @@ def time_torch(args, extra: list[str]) -> int:
               "test_accuracy": result["test_accuracy"], "target": args.target,
               "reached": result["test_accuracy"] >= args.target, "epochs": result["epochs"],
               "torch": result["torch"], "threads": result["threads"], "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(json.dumps(report, indent=2))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return _report(report, args.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "reached": metrics["test_accuracy"] >= args.target, "epochs": epochs,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    print(json.dumps(report, indent=2))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return _report(report, args.output)
 
 
 if __name__ == "__main__":
