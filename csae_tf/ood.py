@@ -60,17 +60,22 @@ class OodError(RuntimeError):
 
 # --- scores (TensorFlow: the same functions run in Python and inside the exported SavedModel) ---
 
+def _offsets(gaussians, z, classes):
+    """z minus each counted class's mean, (n, B, d), and those classes' Cholesky factors or stds."""
+    means = tf.convert_to_tensor(gaussians.means)
+    scale = tf.convert_to_tensor(gaussians.scale)
+    if classes is not None:
+        means, scale = tf.gather(means, classes), tf.gather(scale, classes)
+    return z[None, :, :] - means[:, None, :], scale
+
+
 def mahalanobis(gaussians, z, classes=None):
     """Smallest Mahalanobis distance of each row of z (B, d) to the per-class Gaussians; (B,).
 
     With full covariances it solves L_c y = z - mean_c with each class's Cholesky factor L_c, so the
     memory is (classes, d, B), never (B, classes, d, d); otherwise `scale` holds per-dimension stds.
     """
-    means = tf.convert_to_tensor(gaussians.means)
-    scale = tf.convert_to_tensor(gaussians.scale)
-    if classes is not None:
-        means, scale = tf.gather(means, classes), tf.gather(scale, classes)
-    diff = z[None, :, :] - means[:, None, :]  # (n, B, d)
+    diff, scale = _offsets(gaussians, z, classes)  # (n, B, d), the classes' scale factors
     if gaussians.full_covariance:
         y = tf.linalg.triangular_solve(scale, tf.transpose(diff, [0, 2, 1]), lower=True)  # (n, d, B)
         squared = tf.reduce_sum(tf.square(y), axis=1)
@@ -82,11 +87,7 @@ def mahalanobis(gaussians, z, classes=None):
 def mahalanobis_shared(gaussians, z, classes=None):
     """Smallest Mahalanobis distance of each row of z (B, d) to the class means under ONE covariance,
     the classes' covariances averaged (the tied covariance of Lee et al., 2018); (B,)."""
-    means = tf.convert_to_tensor(gaussians.means)
-    scale = tf.convert_to_tensor(gaussians.scale)
-    if classes is not None:
-        means, scale = tf.gather(means, classes), tf.gather(scale, classes)
-    diff = z[None, :, :] - means[:, None, :]  # (n, B, d)
+    diff, scale = _offsets(gaussians, z, classes)  # (n, B, d), the classes' scale factors
     if gaussians.full_covariance:
         shared = tf.linalg.cholesky(tf.reduce_mean(tf.matmul(scale, scale, transpose_b=True), axis=0))
         n, b, d = tf.shape(diff)[0], tf.shape(diff)[1], tf.shape(diff)[2]
