@@ -59,7 +59,8 @@ def time_torch(args, extra: list[str]) -> int:
                "--mnist", args.manual_dir or "../shared/data/mnist", "--seed", str(args.seed),
                "--epochs", str(args.epochs or recipe["epochs"]), "--lr", str(recipe["lr"]),
                "--warmup-epochs", str(recipe["warmup_epochs"]), *extra]
-    shown = "python " + " ".join(shlex.quote(c) for c in command[1:])
+    shown = "python " + " ".join(shlex.quote(str(Path(c).relative_to(ROOT)) if c.startswith(str(ROOT)) else c)
+                                 for c in command[1:])
     print(shown, flush=True)
     start = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
