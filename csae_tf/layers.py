@@ -13,6 +13,14 @@ BN_MOMENTUM = 0.9  # PyTorch's default (0.1 there), as in the authors' code; Ker
 BN_EPSILON = 1e-5  # PyTorch's default, as in the authors' code (Keras: 1e-3); docs/guides/training.md
 
 
+def kernel_init() -> keras.initializers.Initializer:
+    """U(+-1/sqrt(fan_in)): PyTorch's default for conv and linear weights, which the PyTorch CSAE uses.
+
+    It reaches a given accuracy in fewer steps than He-normal (docs/guides/performance.md); biases start at 0.
+    """
+    return keras.initializers.VarianceScaling(scale=1 / 3, mode="fan_in", distribution="uniform")
+
+
 @keras.saving.register_keras_serializable(package="csae_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
     """Keras' batch normalisation on the fused kernel (`FusedBatchNormV3`) for 4-D channels-last inputs.
@@ -153,10 +161,11 @@ class ResidualBlock(keras.layers.Layer):
         self.strides = strides
         self.sync_bn = sync_bn
         # === Layers ===
-        conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal")
-        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, name="conv1", **conv)
+        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                                         kernel_initializer=kernel_init(), name="conv1")
         self.bn1 = BatchNormalization(synchronized=sync_bn, name="bn1")
-        self.conv2 = keras.layers.Conv2D(filters, 3, name="conv2", **conv)
+        self.conv2 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                         kernel_initializer=kernel_init(), name="conv2")
         self.bn2 = BatchNormalization(synchronized=sync_bn, name="bn2")
         self.shortcut_conv = None
         self.shortcut_bn = None
@@ -164,7 +173,7 @@ class ResidualBlock(keras.layers.Layer):
     def build(self, input_shape):
         if self.strides != 1 or input_shape[-1] != self.filters:
             self.shortcut_conv = keras.layers.Conv2D(
-                self.filters, 1, strides=self.strides, use_bias=False, kernel_initializer="he_normal",
+                self.filters, 1, strides=self.strides, use_bias=False, kernel_initializer=kernel_init(),
                 name="shortcut_conv",
             )
             self.shortcut_bn = BatchNormalization(synchronized=self.sync_bn, name="shortcut_bn")
@@ -201,11 +210,12 @@ class DecodeBlock(keras.layers.Layer):
         # === Layers ===
         self.upsample = None
         self.conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                        kernel_initializer="he_normal", name="conv")
+                                        kernel_initializer=kernel_init(), name="conv")
         self.bn = BatchNormalization(synchronized=sync_bn, name="bn")
 
     def build(self, input_shape):
-        self.upsample = keras.layers.Conv2DTranspose(max(1, input_shape[-1] // 2), 2, strides=2, name="upsample")
+        self.upsample = keras.layers.Conv2DTranspose(max(1, input_shape[-1] // 2), 2, strides=2,
+                                                     kernel_initializer=kernel_init(), name="upsample")
         self.upsample.build(input_shape)
         mid = self.upsample.compute_output_shape(input_shape)
         self.conv.build(mid)

@@ -21,6 +21,7 @@ from csae_tf.layers import (
     NoiseInjection,
     PEDCCCentroids,
     ResidualBlock,
+    kernel_init,
 )
 from csae_tf.steps import apply_gradients, scale_loss, update_trackers
 
@@ -32,7 +33,7 @@ _FULL_COVARIANCE_LIMIT = 1 << 24  # n * d * d values above which generation keep
 
 def conv_trunk(x, sync_bn: bool = False):
     """The CSAE-C trunk on a tensor: conv3x3(16, valid) -> BN -> ReLU -> 3 residual blocks (64 x H/8 x W/8)."""
-    x = keras.layers.Conv2D(16, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
+    x = keras.layers.Conv2D(16, 3, padding="valid", use_bias=False, kernel_initializer=kernel_init(),
                             name="stem_conv")(x)
     x = BatchNormalization(synchronized=sync_bn, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
@@ -52,8 +53,8 @@ def build_encoder(arch: str = _DEFAULTS.arch, image_shape: tuple = (32, 32, 1), 
         x = keras.layers.Flatten(name="flatten")(conv_trunk(inputs, sync_bn))
     else:
         x = keras.layers.Flatten(name="flatten")(inputs)
-        x = keras.layers.Dense(400, activation="relu", name="hidden")(x)
-    z = keras.layers.Dense(latent_dim, name="latent", dtype="float32")(x)
+        x = keras.layers.Dense(400, activation="relu", name="hidden", kernel_initializer=kernel_init())(x)
+    z = keras.layers.Dense(latent_dim, name="latent", dtype="float32", kernel_initializer=kernel_init())(x)
     return keras.Model(inputs, z, name="encoder")
 
 
@@ -65,14 +66,14 @@ def build_decoder(arch: str = _DEFAULTS.arch, image_shape: tuple = (32, 32, 1), 
     if arch == "conv":
         if h % 8 or w % 8:
             raise ValueError(f"the conv architecture needs image sides divisible by 8 (got {h}x{w})")
-        x = keras.layers.Dense((h // 8) * (w // 8) * 64, name="project")(inputs)
+        x = keras.layers.Dense((h // 8) * (w // 8) * 64, name="project", kernel_initializer=kernel_init())(inputs)
         x = keras.layers.Reshape((h // 8, w // 8, 64), name="reshape")(x)
         for i, filters in enumerate((64, 32, 16)):
             x = DecodeBlock(filters, sync_bn=sync_bn, name=f"up{i + 1}")(x)
-        x = keras.layers.Conv2D(channels, 1, name="to_image", dtype="float32")(x)
+        x = keras.layers.Conv2D(channels, 1, name="to_image", dtype="float32", kernel_initializer=kernel_init())(x)
     else:
-        x = keras.layers.Dense(400, activation="relu", name="hidden")(inputs)
-        x = keras.layers.Dense(h * w * channels, name="to_pixels", dtype="float32")(x)
+        x = keras.layers.Dense(400, activation="relu", name="hidden", kernel_initializer=kernel_init())(inputs)
+        x = keras.layers.Dense(h * w * channels, name="to_pixels", dtype="float32", kernel_initializer=kernel_init())(x)
         x = keras.layers.Reshape(image_shape, name="to_image")(x)
     return keras.Model(inputs, x, name="decoder")
 
