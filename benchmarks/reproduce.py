@@ -143,6 +143,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPU(s), TF {tf_version}"
 
 
+def code_version() -> str:
+    """The commit the row was trained with ("+changes" when the working tree differed from it)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "csae_tf") else "")
+
+
 def write_row(row: dict, path: Path) -> None:
     """One finished row as JSON, written whole (csae_tf.checkpoint.write_json's rule, without importing
     TensorFlow into the driver)."""
@@ -182,7 +191,8 @@ def run_row(row: rowset.Row, args, where, rerun: bool = False) -> dict:
                        "batch_size": cfg["batch_size"]},
             "command": [shell(c) for c in cmds], "run_dir": str(run),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(), "wall_seconds": wall, "train_seconds": metrics.get("train_seconds"),
+            "machine": machine(), "code": code_version(), "wall_seconds": wall,
+            "train_seconds": metrics.get("train_seconds"),
             "parameters": metrics.get("params"), "accuracy": ev.get("accuracy", metrics.get("test_accuracy")),
             "val_accuracy": metrics.get("val_accuracy"),
             **{k: ev.get(k, metrics.get(f"test_{k}")) for k in ("loss1", "loss2", "loss3")},
