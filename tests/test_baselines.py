@@ -50,7 +50,8 @@ def test_a_few_steps_on_mnist_lower_the_loss_of_every_stage(name, mnist):
         else:
             model.set_stage(stage)
         before = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)["loss"]
-        model.fit(batches(x, y), epochs=2, verbose=0)
+        # the basenet is evaluated through its batch norms' moving statistics, which lag the first ~20 steps
+        model.fit(batches(x, y), epochs=8 if name == "basenet" else 2, verbose=0)
         after = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)["loss"]
         assert np.isfinite(after) and after < before, (name, stage, before, after)
 

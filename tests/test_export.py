@@ -25,8 +25,8 @@ from csae_tf import data
 from csae_tf.models import nearest_centroid
 from export import saved_model
 
-TRAIN = ["--epochs", "3", "--batch-size", "32", "--optimizer", "adam", "--lr", "0.002", "--schedule", "constant",
-         "--verbose", "2"]  # 93 steps: samples ~90% right (2 epochs with a cosine schedule: 27%)
+TRAIN = ["--epochs", "4", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant",
+         "--verbose", "2"]  # 250 steps: samples mostly right (3 epochs at batch 16: 7 of 10 classes)
 SEEDS = (1, 2)
 CLASS_IDS = np.repeat(np.arange(10), 10).astype(np.int32)  # 10 samples of every class
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"

@@ -103,3 +103,16 @@ def test_generation_draws_from_the_fitted_class_gaussians():
     a = model.generate(tf.constant([1, 2]), seed=(5, 6))
     np.testing.assert_array_equal(a, model.generate(tf.constant([1, 2]), seed=(5, 6)))
     assert not np.allclose(a, model.generate(tf.constant([1, 2]), seed=(7, 6)))
+
+
+def test_kernels_start_uniform_within_one_over_sqrt_fan_in_as_in_pytorch():
+    keras.utils.set_random_seed(0)
+    encoder, decoder = build_encoder("conv", (32, 32, 1), 40), build_decoder("conv", (32, 32, 1), 40)
+    kernels = [w for m in (encoder, decoder) for w in m.weights if w.path.endswith("kernel")]
+    assert len(kernels) >= 14
+    for w in kernels:
+        k = w.numpy()
+        fan_in = int(np.prod(k.shape[:-1]))  # Dense (in, out), conv (h, w, in, out), transposed (h, w, out, in)
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(k).max() <= bound + 1e-7, w.path
+        assert k.std() == pytest.approx(bound / np.sqrt(3), rel=0.25), w.path  # uniform, not He-normal

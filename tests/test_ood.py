@@ -161,7 +161,7 @@ def test_scores_count_only_the_runs_classes(loaded, mnist_known):
     z = model.encode(runs.to_input(model, mnist_known[:50]))
     distances = np.sqrt(np.maximum(model.pedcc(z).numpy(), 0))
     got = ood.scores(model, mnist_known[:50], classes=KNOWN)
-    np.testing.assert_allclose(got["distance"], distances[:, KNOWN].min(1), rtol=1e-5)
+    np.testing.assert_allclose(got["distance"], distances[:, KNOWN].min(1), rtol=1e-4)  # float32 sums
     ordered = np.sort(distances[:, KNOWN], 1)
     np.testing.assert_allclose(got["margin"], ordered[:, 0] - ordered[:, 1], rtol=1e-4, atol=1e-5)
 
