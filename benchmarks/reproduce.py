@@ -472,9 +472,11 @@ def write_report(args, where) -> str:
     legacy = [json.loads(p.read_text()) for p in others if p.stem not in R]
     if legacy:
         w("## Earlier short-budget results (kept, not used for any claim)\n")
-        w("Rows imported from the earlier report (commit 2a9fc51), trained at their own short budgets before "
-          "the row machinery existed; their run directories are gone, so they cannot be resumed or rerun as "
-          "they are. The figures in this folder without a row id in their name come from them.\n")
+        w("Rows kept from earlier code or budgets: those imported from the earlier report (commit 2a9fc51), "
+          "trained at their own short budgets before the row machinery existed, and rows trained by earlier "
+          "code (each JSON's `source` and `code` say which). Their run directories are gone, so they cannot be "
+          "resumed or rerun as they are. The figures in this folder without a row id in their name come from "
+          "the imported rows.\n")
         w("| row | model | test accuracy % | test Loss1 / Loss2 / Loss3 | class-mean distance | EMNIST ratio "
           "| budget | seed |")
         w("|---|---|---|---|---|---|---|---|")
