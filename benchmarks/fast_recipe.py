@@ -24,17 +24,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from time_to_accuracy import fit_command, write_report  # noqa: E402
 
 
 def run_candidate(flags: str, args) -> dict:
     """Train one candidate recipe; its final validation accuracy and the seconds of its epochs."""
     output = Path(tempfile.mkdtemp(prefix="csae_recipe_")) / "run"
-    command = [sys.executable, "-m", "csae_tf.fit", "--dataset", "mnist", "--preset", "fast", "--output", str(output),
-               "--overwrite", "--verbose", "0", "--seed", str(args.seed), "--test-limit", "1",
-               *shlex.split(flags)]
-    for flag, value in (("--data-dir", args.data_dir), ("--manual-dir", args.manual_dir)):
-        if value:
-            command += [flag, value]
+    recipe = argparse.Namespace(preset="fast", seed=args.seed, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                                train_limit=None, test_limit=1)
+    command = fit_command(recipe, output, shlex.split(flags))
     start = time.time()
     subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     with open(output / "history.csv", newline="") as f:
@@ -61,11 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"base": "python -m csae_tf.fit --dataset mnist --preset fast --seed " + str(args.seed),
               "selected_on": "val_accuracy (5,000 held-out training images)", "results": results,
               "date": time.strftime("%Y-%m-%d %H:%M")}
-    print(json.dumps(report, indent=2))
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return write_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def fit_command(args, output: Path, extra: list[str]) -> list[str]:
     return command + extra
 
 
-def _report(report: dict, output: str | None) -> int:
+def write_report(report: dict, output: str | None) -> int:
+    """Print the report as JSON and, with `output`, write it there."""
     print(json.dumps(report, indent=2))
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def time_torch(args, extra: list[str]) -> int:
               "test_accuracy": result["test_accuracy"], "target": args.target,
               "reached": result["test_accuracy"] >= args.target, "epochs": result["epochs"],
               "torch": result["torch"], "threads": result["threads"], "date": time.strftime("%Y-%m-%d %H:%M")}
-    return _report(report, args.output)
+    return write_report(report, args.output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "reached": metrics["test_accuracy"] >= args.target, "epochs": epochs,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    return _report(report, args.output)
+    return write_report(report, args.output)
 
 
 if __name__ == "__main__":

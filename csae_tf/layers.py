@@ -161,11 +161,11 @@ class ResidualBlock(keras.layers.Layer):
         self.strides = strides
         self.sync_bn = sync_bn
         # === Layers ===
-        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                                         kernel_initializer=kernel_init(), name="conv1")
+        conv = dict(padding="same", use_bias=False)
+        self.conv1 = keras.layers.Conv2D(filters, 3, strides=strides, kernel_initializer=kernel_init(), name="conv1",
+                                         **conv)
         self.bn1 = BatchNormalization(synchronized=sync_bn, name="bn1")
-        self.conv2 = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                         kernel_initializer=kernel_init(), name="conv2")
+        self.conv2 = keras.layers.Conv2D(filters, 3, kernel_initializer=kernel_init(), name="conv2", **conv)
         self.bn2 = BatchNormalization(synchronized=sync_bn, name="bn2")
         self.shortcut_conv = None
         self.shortcut_bn = None
