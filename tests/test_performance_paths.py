@@ -90,12 +90,12 @@ def test_a_decoded_split_is_cached_and_read_back_without_tfds(tfds_dir, monkeypa
 
 def test_no_pipeline_starts_a_tf_data_autotuning_thread():
     """Deleting an iterator waits for its autotuning thread's sleep: the idle seconds at epoch boundaries."""
+    import tensorflow as tf
+
     from csae_tf import data
 
     arrays = data.Arrays(np.zeros((64, 28, 28, 1), np.uint8), np.zeros(64, np.int32))
     info = data.DatasetInfo("mnist", 10, (32, 32, 1), (28, 28, 1), 64, 64, tuple("0123456789"))
-    import tensorflow as tf
-
     pipelines = [data.training_pipeline(arrays, info, 16, seed=0, epochs=2),
                  data.evaluation_pipeline(arrays, info, 16),
                  data.pipeline(tf.data.Dataset.from_tensor_slices((arrays.images, arrays.labels)), info, 16,
