@@ -357,7 +357,8 @@ def write_report(args, where) -> str:
       "validation hold-out, 30 epochs, SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128; the paper's "
       "step schedule (÷10 every 30 of 120 epochs) compressed in proportion: ÷10 every 8 of 30 epochs "
       "(`--schedule step --lr-step-epochs 8`: lr 0.1 for epochs 1-8, 0.01 for 9-16, 1e-3 for 17-24, 1e-4 for "
-      "25-30), no warm-up, no augmentation unless the row says so. CSAE-L: Adam 1e-3 constant, 30 epochs (paper: up to 200). "
+      "25-30), no warm-up, no augmentation unless the row says so. CSAE-L: Adam 1e-3 constant, 30 epochs "
+      "(paper: up to 200). "
       "β 0.04, λ1 1, λ2 0.02 (Laplacian) unless a row says otherwise. Tested on all 10,000 test images.")
     w("- **paper**: the paper's own CSAE-C protocol once for the headline MNIST row (`--preset paper-c`: 120 "
       "epochs, ÷10 every 30).")
@@ -392,8 +393,8 @@ def write_report(args, where) -> str:
                              "mnist-encoder-only-full", "mnist-basenet-full", "mnist-csae-c-b0-full"],
           "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
           "row's whole budget is in the Budgets table above.")
-    table("Table 4: Fashion-MNIST", ["fashion-csae-c-b0.04-full", "fashion-csae-c-b0.04-aug-full", "fashion-csae-l-full",
-                                     "fashion-encoder-only-full", "fashion-basenet-full"])
+    table("Table 4: Fashion-MNIST", ["fashion-csae-c-b0.04-full", "fashion-csae-c-b0.04-aug-full",
+                                     "fashion-csae-l-full", "fashion-encoder-only-full", "fashion-basenet-full"])
 
     w("## Table 5: CSAE-C with and without the Laplacian loss (MNIST, β 0.04)\n")
     w("Test losses of `csae_tf.evaluate`; the paper's are test values after 100 epochs. Without the Laplacian "
