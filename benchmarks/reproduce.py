@@ -357,9 +357,9 @@ def write_report(args, where) -> str:
       "validation hold-out, 30 epochs, SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128; the paper's "
       "step schedule (÷10 every 30 of 120 epochs) compressed in proportion: ÷10 every 8 of 30 epochs "
       "(`--schedule step --lr-step-epochs 8`: lr 0.1 for epochs 1-8, 0.01 for 9-16, 1e-3 for 17-24, 1e-4 for "
-      "25-30), no warm-up, no augmentation unless the row says so. CSAE-L: Adam 1e-3 constant, 30 epochs "
-      "(paper: up to 200). "
-      "β 0.04, λ1 1, λ2 0.02 (Laplacian) unless a row says otherwise. Tested on all 10,000 test images.")
+      "25-30), no warm-up, no augmentation unless the row says so. CSAE-L: Adam 1e-3 constant, 30 "
+      "epochs (paper: up to 200). β 0.04, λ1 1, λ2 0.02 (Laplacian) unless a row says otherwise. Tested on "
+      "all 10,000 test images.")
     w("- **paper**: the paper's own CSAE-C protocol once for the headline MNIST row (`--preset paper-c`: 120 "
       "epochs, ÷10 every 30).")
     w("- **comparison systems**: each at its own paper's protocol (seed 003's conv VAEs Adam 1e-4, batch 50, "
