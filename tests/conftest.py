@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -17,14 +18,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory) -> Path:
-    """A TFDS data directory with MNIST prepared from the real files (once per test session)."""
+def tfds_dir(tmp_path_factory, worker_id) -> Path:
+    """A TFDS data directory with MNIST prepared from the real files, once per test session: the
+    pytest-xdist workers share one, the first to take the lock prepares it."""
     from csae_tf import data
 
     if not MNIST_FILES.is_dir():
         pytest.fail(f"real MNIST files are required at {MNIST_FILES} (set CSAE_SHARED_DATA)")
-    directory = Path(os.environ.get("CSAE_TEST_TFDS_DIR") or tmp_path_factory.mktemp("tfds"))
-    data.prepare("mnist", str(directory), str(MNIST_FILES))
+    shared = tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.mktemp("data")
+    directory = Path(os.environ.get("CSAE_TEST_TFDS_DIR") or shared / "tfds")
+    with open(shared / "tfds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        data.prepare("mnist", str(directory), str(MNIST_FILES))
     return directory
 
 
