@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,20 +19,64 @@ MNIST_FILES = SHARED_DATA / "mnist"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _shared_root(tmp_path_factory, worker_id: str) -> Path:
+    """A folder that every pytest-xdist worker of this test session sees (its own one without xdist)."""
+    return tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.getbasetemp()
+
+
+def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """`root/name`, made by `build(path)` once per test session: the first worker to take the lock builds
+    it, the others wait and reuse it. Tests must not change what it holds (copy it first)."""
+    root = _shared_root(tmp_path_factory, worker_id)
+    out, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory, worker_id) -> Path:
-    """A TFDS data directory with MNIST prepared from the real files, once per test session: the
-    pytest-xdist workers share one, the first to take the lock prepares it."""
+    """A TFDS data directory with MNIST prepared from the real files (once per test session)."""
     from csae_tf import data
 
     if not MNIST_FILES.is_dir():
         pytest.fail(f"real MNIST files are required at {MNIST_FILES} (set CSAE_SHARED_DATA)")
-    shared = tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.mktemp("data")
-    directory = Path(os.environ.get("CSAE_TEST_TFDS_DIR") or shared / "tfds")
-    with open(shared / "tfds.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if os.environ.get("CSAE_TEST_TFDS_DIR"):
+        directory = Path(os.environ["CSAE_TEST_TFDS_DIR"])
         data.prepare("mnist", str(directory), str(MNIST_FILES))
-    return directory
+        return directory
+    return built_once(tmp_path_factory, worker_id, "tfds",
+                      lambda out: data.prepare("mnist", str(out), str(MNIST_FILES)))
+
+
+# 250 steps on 1,000 images: generated samples mostly right (3 epochs at batch 16: 7 of 10 classes)
+SMALL_RUN = ["--epochs", "4", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant",
+             "--verbose", "2"]
+
+
+@pytest.fixture(scope="session")
+def small_run(tfds_dir, tmp_path_factory, worker_id) -> Path:
+    """A finished MNIST run (1,000 training / 200 test images, SMALL_RUN), shared by the test modules."""
+    def build(out):
+        result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1000, test=200), *SMALL_RUN, "--output", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return built_once(tmp_path_factory, worker_id, "small_run", build)
+
+
+@pytest.fixture(scope="session")
+def small_export(small_run, tmp_path_factory, worker_id) -> Path:
+    """`csae export` of `small_run`: an export base holding version 1."""
+    def build(base):
+        result = run_cli("export.saved_model", "--run", str(small_run), "--output", str(base))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{base / '1'}" in result.stdout
+
+    return built_once(tmp_path_factory, worker_id, "small_export", build)
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import mnist_args, run_cli
+from conftest import run_cli
 from PIL import Image
 
 import csae_tf
@@ -26,19 +26,13 @@ DIGITS = 12
 
 
 @pytest.fixture(scope="module")
-def run_dir(tfds_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("classify") / "mnist"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1000, test=200), "--epochs", "1", "--batch-size", "64",
-                     "--image-every", "0", "--verbose", "0", "--output", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def run_dir(small_run):
+    return small_run
 
 
 @pytest.fixture(scope="module")
-def export_base(run_dir, tmp_path_factory):
-    base = tmp_path_factory.mktemp("classify") / "export"
-    assert saved_model.main(["--run", str(run_dir), "--output", str(base)]) == 0
-    return base
+def export_base(small_export):
+    return small_export
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, mnist_args, run_cli
+from conftest import ROOT
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
 from csae_tf import data
 from csae_tf.models import nearest_centroid
 from export import saved_model
 
-TRAIN = ["--epochs", "4", "--batch-size", "16", "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant",
-         "--verbose", "2"]  # 250 steps: samples mostly right (3 epochs at batch 16: 7 of 10 classes)
 SEEDS = (1, 2)
 CLASS_IDS = np.repeat(np.arange(10), 10).astype(np.int32)  # 10 samples of every class
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
@@ -114,20 +112,13 @@ def _run(cmd: list[str], cwd: Path = ROOT, timeout: float = 300) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def run_dir(tfds_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export_run") / "mnist"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1000, test=200), *TRAIN, "--output", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def run_dir(small_run) -> Path:
+    return small_run
 
 
 @pytest.fixture(scope="module")
-def export_base(run_dir, tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("serving") / "csae"
-    result = run_cli("export.saved_model", "--run", str(run_dir), "--output", str(base))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{base / '1'}" in result.stdout
-    return base
+def export_base(small_export) -> Path:
+    return small_export
 
 
 @pytest.fixture(scope="module")
