@@ -1,8 +1,9 @@
 """csae-tf: the Classification Supervised Auto-Encoder on predefined evenly-distributed class centroids.
 
 Importing the package registers its Keras classes, so `keras.models.load_model("model.keras")` works.
-The one exception is the `csae` command itself: it imports them (and TensorFlow) only once a
-subcommand runs, so that `csae --help` answers at once.
+The exceptions are the `csae` command itself and `python -m csae_tf.fit`: they import them (and
+TensorFlow) only once a subcommand runs or the flags are valid, so that `csae --help` and a bad flag
+answer at once.
 """
 
 import sys as _sys
@@ -28,11 +29,13 @@ def import_all() -> None:
 
 
 def _in_front_door() -> bool:
-    """Whether this process is the `csae` command (its console script, or python -m csae_tf.cli)."""
+    """Whether this process is the `csae` command (its console script, or python -m csae_tf.cli) or
+    python -m csae_tf.fit."""
     argv = list(getattr(_sys, "orig_argv", ()))
     script = getattr(_sys.modules.get("__main__"), "__file__", None) or ""
-    return (_Path(script).stem == "csae" or "-mcsae_tf.cli" in argv
-            or any(a == "-m" and b == "csae_tf.cli" for a, b in zip(argv, argv[1:])))
+    modules = ("csae_tf.cli", "csae_tf.fit")
+    return (_Path(script).stem == "csae" or any(f"-m{m}" in argv for m in modules)
+            or any(a == "-m" and b in modules for a, b in zip(argv, argv[1:])))
 
 
 def __getattr__(name: str):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from csae_tf.config import add_config_arguments, config_from_args
+from csae_tf.config import FitConfig, add_config_arguments, config_from_args
 from csae_tf.errors import command
-from csae_tf.trainer import RunError, run  # noqa: F401  (RunError: the errors of a run, re-exported)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
 @command(interrupted="interrupted: rerun the same command to resume from the last saved state")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    run(config_from_args(args), overwrite=args.overwrite)
+    cfg = config_from_args(args)  # bad flags fail here, before TensorFlow is imported
+    run(cfg, overwrite=args.overwrite)
     return 0
+
+
+def run(cfg: FitConfig, overwrite: bool = False) -> dict:
+    """Train (or resume, or report) the run of `cfg`: `csae_tf.trainer.run`."""
+    from csae_tf.trainer import run as train
+
+    return train(cfg, overwrite)
+
+
+def __getattr__(name: str):
+    if name == "RunError":  # the errors of a run, re-exported (imports TensorFlow)
+        from csae_tf.trainer import RunError
+
+        return RunError
+    raise AttributeError(f"module 'csae_tf.fit' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
