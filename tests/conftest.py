@@ -90,3 +90,14 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
 def mnist_args(tfds_dir: Path, train: int = 2000, test: int = 500) -> list[str]:
     return ["--dataset", "mnist", "--data-dir", str(tfds_dir), "--manual-dir", str(MNIST_FILES),
             "--train-limit", str(train), "--test-limit", str(test)]
+
+
+# The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take
+# whole modules in collection order, end together instead of one finishing a long module alone.
+SLOW_FIRST = ("test_resume", "test_evaluate", "test_distribute", "test_fit", "test_precision", "test_tuning",
+              "test_compare", "test_export", "test_ood", "test_classify", "test_baselines")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
