@@ -142,6 +142,20 @@ def test_claims_are_judged_only_from_rows_at_full_budget(tmp_path):
     assert "**β trend** (paper: 99.32 / 99.32 / 99.38 / 99.35, best at β 0.06): csae-tf" in report
 
 
+def test_csae_c_against_the_basenet_is_judged_against_the_seed_noise(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    csae, base = (rowset.select(rowset.rows(), f"mnist-{g}-full") for g in ("csae-c-b0.04", "basenet"))
+    for gap, verdict in ((0.004, "CSAE-C ahead by more than twice"), (0.0002, "within seed noise")):
+        for offset, rows in ((gap, csae), (0.0, base)):
+            for i, row in enumerate(rows):
+                reproduce.write_row(fake_result(row, 0.99 + offset + 0.0005 * i), reproduce.result_path(row, where))
+        line = next(x for x in reproduce.write_report(args, where).splitlines() if "softmax basenet, MNIST" in x)
+        assert verdict in line, line
+    assert "**CSAE-C vs the softmax basenet, Fashion-MNIST**: not yet run at full budget" in \
+        reproduce.write_report(args, where)
+
+
 def test_list_prints_every_row_with_its_budget(tmp_path, capsys):
     assert reproduce.main(["--list", *dirs(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
