@@ -77,7 +77,8 @@ class BaselineOptions:
     kelm_method: str = dataclasses.field(
         default="nystrom", metadata={"help": "ddae: KELM solver", "choices": kelm.METHODS})
     kelm_centres: int = dataclasses.field(
-        default=2000, metadata={"help": "ddae: KELM centres m (Nystrom landmarks or subset size)"})
+        default=2000, metadata={"help": "ddae: KELM centres m (Nystrom landmarks or subset size; exact: every "
+                                       "training image)"})
     dropconnect: float = dataclasses.field(default=0.5, metadata={"help": "ddae: DropConnect drop probability"})
     ddae_hidden: str = dataclasses.field(default="400,200", metadata={"help": "ddae: the two hidden widths"})
     ddae_lr: float = dataclasses.field(default=0.01, metadata={"help": "ddae: SGD learning rate (momentum 0.9)"})
@@ -135,6 +136,11 @@ def expand_models(text: str) -> list[str]:
     return names
 
 
+def kelm_centres(opts: BaselineOptions, num_train: int) -> int:
+    """The DDAE's KELM centres: every training image for the exact solver, else at most m of them."""
+    return num_train if opts.kelm_method == "exact" else min(opts.kelm_centres, num_train)
+
+
 def build(name: str, cfg: FitConfig, opts: BaselineOptions, info, steps_per_epoch: int) -> keras.Model:
     """One compiled system; the caller seeds Keras first."""
     shape, n = info.image_shape, info.num_classes
@@ -159,7 +165,7 @@ def build(name: str, cfg: FitConfig, opts: BaselineOptions, info, steps_per_epoc
         hidden = [int(v) for v in opts.ddae_hidden.split(",")]
         model = DDAE(shape, n, hidden=hidden, dropconnect=opts.dropconnect, kelm_c=opts.kelm_c,
                      kelm_gamma=opts.kelm_gamma, kelm_method=opts.kelm_method,
-                     kelm_centres=min(opts.kelm_centres, info.num_train), lr=opts.ddae_lr, seed=cfg.seed, name=name)
+                     kelm_centres=kelm_centres(opts, info.num_train), lr=opts.ddae_lr, seed=cfg.seed, name=name)
     elif name in CONV_VAES:
         model = ConvVAE.variant(name[len("conv_vae_"):], shape, lr=opts.vae_lr, seed=cfg.seed, name=name)
     elif name == "fsae":

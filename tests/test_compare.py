@@ -75,3 +75,17 @@ def test_three_channel_synthetic_data_runs_through_the_whole_comparison(tmp_path
     assert [r["model"] for r in results] == ["csae_c", "ddae", "conv_vae_deep", "fsae"]
     assert all(r["mse"] is not None and np.isfinite(r["mse"]) for r in results)
     assert (tmp_path / "reconstructions.png").exists() and (tmp_path / "conv_vae_deep_latent.png").exists()
+
+
+def test_exact_kelm_solves_on_every_training_image_whatever_kelm_centres_says(tmp_path):
+    # --kelm-centres is the Nystrom / subset size; the exact solver needs one centre per training image
+    # (seed 002's 6,000-image subset, with the default 2,000, used to fail after training).
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 112).astype("int32")
+    x = rng.uniform(-1, 1, (112, 32, 32, 1)).astype("float32")
+    info = DatasetInfo("synthetic", 10, (32, 32, 1), (32, 32, 1), 96, 16, tuple(map(str, range(10))))
+    train = tf.data.Dataset.from_tensor_slices((x[:96], y[:96])).batch(32)
+    results = compare.run_on(train, (x[96:], y[96:]), info, FitConfig(epochs=1, batch_size=32, verbose=0),
+                             compare.BaselineOptions(kelm_method="exact", kelm_centres=16, images=4), ["ddae"],
+                             str(tmp_path))
+    assert "KELM exact, m=96" in results[0]["notes"] and 0.0 <= results[0]["accuracy"] <= 1.0
