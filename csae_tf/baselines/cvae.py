@@ -19,7 +19,8 @@ class CVAE(Baseline, keras.Model):
 
     A CVAE has no classifier. `predict_labels` is the generative (Bayes) rule: the label whose
     conditional model explains x best, argmin_y of the negative ELBO with z at the posterior mean.
-    `reconstruct(x, labels)` conditions on the given labels (on the predicted ones when None).
+    `reconstruct(x, labels)` conditions on the given labels (on the predicted ones when None);
+    `generate(class_ids)` decodes prior draws under the given labels.
 
     Args:
         image_shape: (H, W, C) of the preprocessed images (flattened inside).
@@ -105,6 +106,13 @@ class CVAE(Baseline, keras.Model):
         onehot = tf.one_hot(labels, self.num_classes)
         z_mean, _ = self.encoder([self._flat(images), onehot], training=False)
         return from_unit(tf.reshape(self.decoder([z_mean, onehot]), tf.shape(images)))
+
+    def generate(self, class_ids, seed=(0, 0)):
+        """Class-conditional samples: prior draws z ~ N(0, I) decoded under each class id (reproducible per seed)."""
+        class_ids = tf.cast(class_ids, tf.int32)
+        z = tf.random.stateless_normal([tf.shape(class_ids)[0], self.latent_dim], seed=tf.constant(seed, tf.int32))
+        probs = self.decoder([z, tf.one_hot(class_ids, self.num_classes)])
+        return from_unit(tf.reshape(probs, [-1, *self.image_shape]))
 
     def get_config(self):
         return {**super().get_config(), "image_shape": list(self.image_shape), "num_classes": self.num_classes,
