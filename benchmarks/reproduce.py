@@ -314,14 +314,14 @@ def claims(G: dict, R: dict) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", "99.32 vs 99.25"), ("fashion", "Fashion-MNIST", "91.84 vs 92.20")):
         csae, base = G[f"{ds}-csae-c-b0.04-full"], G[f"{ds}-basenet-full"]
         if full(csae, R) and full(base, R):
-            a, b = ([100 * R[r.id]["accuracy"] for r in g] for g in (csae, base))
-            diff = statistics.mean(a) - statistics.mean(b)
-            se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+            a, b = ([R[r.id]["accuracy"] for r in g] for g in (csae, base))
+            diff = 100 * (statistics.mean(a) - statistics.mean(b))  # points, like the std
+            se = 100 * (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
             verdict = ("within seed noise (less than twice the standard error of the difference, "
                        f"{se:.2f})" if abs(diff) <= 2 * se else
                        f"{'CSAE-C' if diff > 0 else 'the basenet'} ahead by more than twice the standard error "
                        f"of the difference ({se:.2f})")
-            ours = " vs ".join(_pct([x / 100 for x in v]) for v in (a, b))
+            ours = " vs ".join(_pct(v) for v in (a, b))
             out.append(f"- **CSAE-C vs the softmax basenet, {name}** (paper: {paper}): csae-tf {ours} "
                        f"({len(a)} seeds each): {verdict}.")
         else:

@@ -45,12 +45,13 @@ def tfds_dir(tmp_path_factory, worker_id) -> Path:
 
     if not MNIST_FILES.is_dir():
         pytest.fail(f"real MNIST files are required at {MNIST_FILES} (set CSAE_SHARED_DATA)")
-    if os.environ.get("CSAE_TEST_TFDS_DIR"):
-        directory = Path(os.environ["CSAE_TEST_TFDS_DIR"])
-        data.prepare("mnist", str(directory), str(MNIST_FILES))
-        return directory
-    return built_once(tmp_path_factory, worker_id, "tfds",
-                      lambda out: data.prepare("mnist", str(out), str(MNIST_FILES)))
+    def prepare(out: Path) -> None:
+        data.prepare("mnist", str(out), str(MNIST_FILES))
+
+    if os.environ.get("CSAE_TEST_TFDS_DIR"):  # a folder of the caller's, prepared in place
+        prepare(Path(os.environ["CSAE_TEST_TFDS_DIR"]))
+        return Path(os.environ["CSAE_TEST_TFDS_DIR"])
+    return built_once(tmp_path_factory, worker_id, "tfds", prepare)
 
 
 # 250 steps on 1,000 images: generated samples mostly right (3 epochs at batch 16: 7 of 10 classes)
@@ -87,9 +88,10 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     )
 
 
-def mnist_args(tfds_dir: Path, train: int = 2000, test: int = 500) -> list[str]:
+def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> list[str]:
+    """fit flags for the first `train` MNIST training images and `test` test images (None: all 10,000)."""
     return ["--dataset", "mnist", "--data-dir", str(tfds_dir), "--manual-dir", str(MNIST_FILES),
-            "--train-limit", str(train), "--test-limit", str(test)]
+            "--train-limit", str(train), *(["--test-limit", str(test)] if test is not None else [])]
 
 
 # The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take

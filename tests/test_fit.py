@@ -14,16 +14,11 @@ from csae_tf.config import ConfigError, FitConfig
 FAST = ["--epochs", "2", "--batch-size", "64", "--lr", "0.05", "--schedule", "cosine", "--verbose", "2"]
 
 
-def whole_test_split(tfds_dir) -> list[str]:
-    """The first 2,000 MNIST training images and all 10,000 test images."""
-    return mnist_args(tfds_dir)[:-2]  # without --test-limit
-
-
 @pytest.fixture(scope="module")
 def finished_run(tfds_dir, tmp_path_factory):
     """2 epochs on 2,000 training images (166 of them held out), tested on the whole test split."""
     out = tmp_path_factory.mktemp("run") / "mnist"
-    result = run_cli("csae_tf.fit", *whole_test_split(tfds_dir), *FAST, "--output", str(out), timeout=400)
+    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FAST, "--output", str(out), timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -55,7 +50,7 @@ def test_saved_model_loads_and_its_centroids_match_the_saved_file(finished_run):
 def test_rerun_of_a_finished_run_reports_instead_of_training(finished_run, tfds_dir):
     out, _ = finished_run
     before = (out / "model.keras").stat().st_mtime
-    result = run_cli("csae_tf.fit", *whole_test_split(tfds_dir), *FAST, "--output", str(out))
+    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FAST, "--output", str(out))
     assert result.returncode == 0
     assert "finished run" in result.stdout
     assert (out / "model.keras").stat().st_mtime == before
