@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from csae_tf.steps import apply_gradients, update_trackers
+
 
 class Baseline:
     """Mixin for the comparison systems (used as `class X(Baseline, keras.Model)`).
@@ -50,6 +52,42 @@ class Baseline:
 
     def reconstruct(self, images, labels=None) -> tf.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not reconstruct")
+
+
+class OneLossClassifier(Baseline):
+    """Mixin for the systems trained by one supervised loss (basenet, the encoder alone).
+
+    A subclass gives `values(labels, outputs)` (per-example "loss" and "accuracy") of what `forward`
+    returns (by default the model's call); the mixin holds the trackers and the train and test steps,
+    with coupled weight decay.
+    """
+
+    reconstructs = False
+
+    def forward(self, images, training: bool):
+        return self(images, training=training)
+
+    def build_trackers(self) -> None:
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy")}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def train_step(self, data):
+        images, labels = data[0], tf.cast(data[1], tf.int32)
+        with tf.GradientTape() as tape:
+            values = self.values(labels, self.forward(images, training=True))
+            loss = tf.nn.compute_average_loss(values["loss"])
+        apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
+        return update_trackers(self.trackers, values)
+
+    def test_step(self, data):
+        images, labels = data[0], tf.cast(data[1], tf.int32)
+        return update_trackers(self.trackers, self.values(labels, self.forward(images, training=False)))
+
+    def default_optimizer(self):
+        return keras.optimizers.SGD(0.1, momentum=0.9)
 
 
 def to_unit(images):

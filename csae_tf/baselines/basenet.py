@@ -5,13 +5,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.baselines.base import Baseline
+from csae_tf.baselines.base import OneLossClassifier
 from csae_tf.models import conv_trunk
-from csae_tf.steps import apply_gradients, update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
-class BaseNet(Baseline, keras.Model):
+class BaseNet(OneLossClassifier, keras.Model):
     """The plain CNN the paper compares CSAE with: same conv trunk as CSAE-C, softmax head.
 
     The trunk ends at 64 x (H/8) x (W/8) maps (4 x 4 for 32 x 32 inputs), which the paper's 4 x 4
@@ -25,8 +24,6 @@ class BaseNet(Baseline, keras.Model):
 
     Reference: Zhu & Zhang 2019, §4.3 ("basenet").
     """
-
-    reconstructs = False
 
     def __init__(self, image_shape, num_classes: int, weight_decay: float = 0.0, sync_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -42,35 +39,16 @@ class BaseNet(Baseline, keras.Model):
         x = keras.layers.Flatten(name="flatten")(x)
         self.network = keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name="basenet")
         # === Metrics ===
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy")}
+        self.build_trackers()
         self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def call(self, images, training=False):
         return self.network(images, training=training)
 
-    def _values(self, labels, logits):
+    def values(self, labels, logits):
         loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype), labels), "float32")
         return {"loss": loss, "accuracy": correct}
-
-    def train_step(self, data):
-        images, labels = data[0], tf.cast(data[1], tf.int32)
-        with tf.GradientTape() as tape:
-            values = self._values(labels, self.network(images, training=True))
-            loss = tf.nn.compute_average_loss(values["loss"])
-        apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
-        return update_trackers(self.trackers, values)
-
-    def test_step(self, data):
-        images, labels = data[0], tf.cast(data[1], tf.int32)
-        return update_trackers(self.trackers, self._values(labels, self.network(images, training=False)))
-
-    def default_optimizer(self):
-        return keras.optimizers.SGD(0.1, momentum=0.9)
 
     def predict_labels(self, images):
         return tf.argmax(self.network(images, training=False), axis=-1, output_type=tf.int32)

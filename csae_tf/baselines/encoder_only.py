@@ -7,14 +7,13 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf import losses
-from csae_tf.baselines.base import Baseline
+from csae_tf.baselines.base import OneLossClassifier
 from csae_tf.layers import PEDCCCentroids
 from csae_tf.models import build_encoder
-from csae_tf.steps import apply_gradients, update_trackers
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
-class EncoderOnly(Baseline, keras.Model):
+class EncoderOnly(OneLossClassifier, keras.Model):
     """CSAE-C without its decoder: the encoder learns to put z on its class's PEDCC centroid.
 
     Classification is the nearest centroid, as in CSAE; the loss is Loss1 alone (no
@@ -31,8 +30,6 @@ class EncoderOnly(Baseline, keras.Model):
     Reference: Zhu & Zhang 2019, §4.3 ("CSAE_encoder").
     """
 
-    reconstructs = False
-
     def __init__(self, image_shape, num_classes: int, latent_dim: int = 40, centroids: np.ndarray | None = None,
                  weight_decay: float = 0.0, sync_bn: bool = False, **kwargs):
         super().__init__(**kwargs)
@@ -47,36 +44,20 @@ class EncoderOnly(Baseline, keras.Model):
         self.pedcc = PEDCCCentroids(num_classes, latent_dim, centroids, name="pedcc")
         self.pedcc.build((None, latent_dim))
         # === Metrics ===
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "accuracy")}
+        self.build_trackers()
         self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def call(self, images, training=False):
         z = self.encoder(images, training=training)
         return {"latent": z, "distances": self.pedcc(z)}
 
-    def _values(self, labels, z):
+    def forward(self, images, training):
+        return self.encoder(images, training=training)
+
+    def values(self, labels, z):
         loss = losses.centroid_loss(z, tf.gather(tf.convert_to_tensor(self.pedcc.centroids), labels))
         correct = tf.cast(tf.equal(tf.argmin(self.pedcc(z), -1, output_type=labels.dtype), labels), "float32")
         return {"loss": loss, "accuracy": correct}
-
-    def train_step(self, data):
-        images, labels = data[0], tf.cast(data[1], tf.int32)
-        with tf.GradientTape() as tape:
-            values = self._values(labels, self.encoder(images, training=True))
-            loss = tf.nn.compute_average_loss(values["loss"])
-        apply_gradients(self, tape, loss, weight_decay=self.weight_decay)
-        return update_trackers(self.trackers, values)
-
-    def test_step(self, data):
-        images, labels = data[0], tf.cast(data[1], tf.int32)
-        return update_trackers(self.trackers, self._values(labels, self.encoder(images, training=False)))
-
-    def default_optimizer(self):
-        return keras.optimizers.SGD(0.1, momentum=0.9)
 
     def encode(self, images):
         return self.encoder(images, training=False)
