@@ -77,8 +77,8 @@ class FitConfig:
     beta: float = _field(0.04, "noise level: z + sqrt(d) * beta * N(0, I) feeds the decoder in training")
     lambda1: float = _field(1.0, "weight of Loss2, the pixel MSE of the reconstruction")
     lambda2: float = _field(0.02, "weight of Loss3, the edge loss (1 diverges at lr 0.1: see README)")
-    edge_loss: str = _field("laplacian", "Loss3: the paper's Laplacian, the authors' code's Sobel energy, or none",
-                            EDGE_LOSSES)
+    edge_loss: str = _field("laplacian", "Loss3: the paper's Laplacian, the authors' code's Sobel energy, or none "
+                            "(the Laplacian is then reported, not trained on)", EDGE_LOSSES)
     sync_bn: bool = _field(False, "synchronise batch-norm statistics across replicas")
     # --- optimisation ---
     epochs: int = _field(120, "training epochs")

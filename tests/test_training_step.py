@@ -107,6 +107,16 @@ def test_logged_loss_is_loss1_plus_lambda1_loss2_plus_lambda2_loss3():
     assert logs["loss"] == pytest.approx(logs["loss1"] + 0.7 * logs["loss2"] + 0.3 * logs["loss3"], rel=1e-5)
 
 
+def test_without_an_edge_loss_loss3_is_the_laplacian_measured_but_not_trained():
+    # Table 5 of the paper reports the Laplacian loss of the model trained without it
+    model, record = recording_csae(beta=0.05, lambda1=0.7, lambda2=0.3, edge_loss="none")
+    images, labels = batch()
+    logs = {k: float(v) for k, v in model.train_step((images, labels)).items()}
+    laplacian = numpy_filter(record["reconstruction"].seen - images, losses.LAPLACIAN)
+    assert logs["loss3"] == pytest.approx(np.mean(laplacian**2), rel=1e-4)
+    assert logs["loss"] == pytest.approx(logs["loss1"] + 0.7 * logs["loss2"], rel=1e-5)
+
+
 def test_step_losses_are_taken_on_the_clean_code_and_the_real_images():
     # Loss1 compares z (not the noisy code) with the label's centroid; Loss2 and Loss3 compare the
     # decoder output with the step's images.
