@@ -199,3 +199,23 @@ def test_the_comparison_writes_one_row_per_system_and_skips_it_next_time(tmp_pat
                              str(rows_dir), "syn-{model}-s{seed}")
     assert results[0]["accuracy"] == row["accuracy"]
     assert "syn-fsae-s3" in (tmp_path / "b" / "comparison.md").read_text()  # the table from the rows there
+
+
+def test_the_accuracy_goals_say_met_only_for_a_three_seed_mean_at_full_budget(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    recipe = rowset.select(rowset.rows(), "mnist-csae-c-b0.04-cos15aug")
+
+    def goal_line():
+        return next(x for x in reproduce.write_report(args, where).splitlines() if "`mnist-csae-c-b0.04-cos15aug`" in x
+                    and "three-seed mean" in x)
+
+    for row in recipe[:2]:
+        reproduce.write_row(fake_result(row, 0.997), reproduce.result_path(row, where))
+    assert "2 of 3 seeds run" in goal_line()
+    reproduce.write_row(fake_result(recipe[2], 0.997, "smoke"), reproduce.result_path(recipe[2], where))
+    assert "2 of 3 seeds run" in goal_line()
+    reproduce.write_row(fake_result(recipe[2], 0.997), reproduce.result_path(recipe[2], where))
+    assert goal_line().endswith("99.70 ± 0.00: met.")
+    reproduce.write_row(fake_result(recipe[2], 0.985), reproduce.result_path(recipe[2], where))
+    assert goal_line().endswith(": not met.")
