@@ -312,8 +312,14 @@ def claims(G: dict, R: dict) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", "99.30 vs 99.32"), ("fashion", "Fashion-MNIST", "92.44 vs 91.84")):
         enc, csae = G[f"{ds}-encoder-only-full"], G[f"{ds}-csae-c-b0.04-full"]
         if full(enc, R) and full(csae, R):
+            accs = [R[r.id]["accuracy"] for r in csae]
+            gap = 100 * (mean(enc, R) - statistics.mean(accs))
+            noise = 200 * statistics.stdev(accs) if len(accs) > 1 else 0.0  # twice CSAE-C's seed std, in points
+            verdict = (f"within seed noise (twice CSAE-C's seed std: {noise:.2f})" if abs(gap) <= noise else
+                       f"{'the encoder alone' if gap > 0 else 'CSAE-C'} ahead by more than twice CSAE-C's seed std "
+                       f"({noise:.2f})")
             out.append(f"- **encoder alone vs CSAE-C, {name}** (paper: {paper}): csae-tf {100 * mean(enc, R):.2f} "
-                       f"(1 seed) vs {_pct([R[r.id]['accuracy'] for r in csae])} (3 seeds).")
+                       f"({len(enc)} seed) vs {_pct(accs)} ({len(accs)} seeds): {verdict}.")
         else:
             out.append(f"- **encoder alone vs CSAE-C, {name}**: {NOT_FULL}.")
     for ds, name, paper in (("mnist", "MNIST", "99.32 vs 99.25"), ("fashion", "Fashion-MNIST", "91.84 vs 92.20")):

@@ -219,3 +219,17 @@ def test_the_accuracy_goals_say_met_only_for_a_three_seed_mean_at_full_budget(tm
     assert goal_line().endswith("99.70 ± 0.00: met.")
     reproduce.write_row(fake_result(recipe[2], 0.985), reproduce.result_path(recipe[2], where))
     assert goal_line().endswith(": not met.")
+
+
+def test_the_encoder_alone_is_judged_against_csae_c_seed_noise(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    for i, row in enumerate(rowset.select(rowset.rows(), "mnist-csae-c-b0.04-full")):
+        reproduce.write_row(fake_result(row, 0.995 + 0.0002 * i), reproduce.result_path(row, where))
+    encoder = rowset.select(rowset.rows(), "mnist-encoder-only-full")[0]
+    for accuracy, verdict in ((0.9965, "the encoder alone ahead by more than twice"), (0.9951, "within seed noise"),
+                              (0.9900, "CSAE-C ahead by more than twice")):
+        reproduce.write_row(fake_result(encoder, accuracy), reproduce.result_path(encoder, where))
+        report = reproduce.write_report(args, where)
+        line = next(x for x in report.splitlines() if "encoder alone vs CSAE-C, MNIST" in x)
+        assert verdict in line, line
