@@ -279,6 +279,15 @@ def mean(rows_, R, key="accuracy") -> float:
     return statistics.mean(R[r.id][key] for r in rows_)
 
 
+def values(rows_, R, key="accuracy") -> list[float]:
+    return [R[r.id][key] for r in rows_]
+
+
+def twice_std(xs: list[float]) -> float:
+    """Twice the seed std of `xs` (0 for a single seed): the noise a difference must exceed to count."""
+    return 2 * statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
 def claims(G: dict, R: dict) -> list[str]:
     """The paper's claims, judged only from rows at full budget."""
     out = []
@@ -286,7 +295,7 @@ def claims(G: dict, R: dict) -> list[str]:
     if all(full(g, R) for g in betas):
         accs = {g[0].fit["beta"]: 100 * mean(g, R) for g in betas}
         best = max(accs, key=accs.get)
-        sd = statistics.stdev([R[r.id]["accuracy"] for r in G["mnist-csae-c-b0.04-full"]]) * 100
+        sd = statistics.stdev(values(G["mnist-csae-c-b0.04-full"], R)) * 100
         spread = max(accs.values()) - min(accs.values())
         out.append("- **β trend** (paper: 99.32 / 99.32 / 99.38 / 99.35, best at β 0.06): csae-tf "
                    + " / ".join(f"{v:.2f}" for v in accs.values()) + f", best at β {best}; spread {spread:.2f} "
@@ -296,13 +305,12 @@ def claims(G: dict, R: dict) -> list[str]:
         out.append(f"- **β trend** (Table 3): {NOT_FULL}.")
     lap, nolap = G["mnist-csae-c-b0.04-full"], G["mnist-csae-c-b0.04-nolap-full"]
     if full(lap, R) and full(nolap, R):
-        with_, without = ([R[r.id]["loss2"] for r in g] for g in (lap, nolap))
-        gap = statistics.mean(without) - statistics.mean(with_)
-        noise = 2 * statistics.stdev(with_) if len(with_) > 1 else 0.0  # twice the seed std with the Laplacian
+        with_, without = (values(g, R, "loss2") for g in (lap, nolap))
+        gap, noise = statistics.mean(without) - statistics.mean(with_), twice_std(with_)
         verdict = ("the Laplacian lowers Loss2 by more than twice the seed std, as in the paper" if gap > noise
                    else "within seed noise of each other" if gap >= -noise
                    else "the Laplacian raises Loss2, unlike the paper")
-        accs = " vs ".join(_pct([R[r.id]["accuracy"] for r in g]) for g in (lap, nolap))
+        accs = " vs ".join(_pct(values(g, R)) for g in (lap, nolap))
         out.append(f"- **Laplacian loss** (paper: lower Loss2 0.0764 vs 0.0922 and accuracy +0.08 with it): csae-tf "
                    f"test Loss2 {statistics.mean(with_):.4f} with ({len(with_)} seeds, twice the std "
                    f"{noise:.4f}), {statistics.mean(without):.4f} without ({len(without)}): {verdict}; accuracy "
@@ -312,9 +320,8 @@ def claims(G: dict, R: dict) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", "99.30 vs 99.32"), ("fashion", "Fashion-MNIST", "92.44 vs 91.84")):
         enc, csae = G[f"{ds}-encoder-only-full"], G[f"{ds}-csae-c-b0.04-full"]
         if full(enc, R) and full(csae, R):
-            accs = [R[r.id]["accuracy"] for r in csae]
-            gap = 100 * (mean(enc, R) - statistics.mean(accs))
-            noise = 200 * statistics.stdev(accs) if len(accs) > 1 else 0.0  # twice CSAE-C's seed std, in points
+            accs = values(csae, R)
+            gap, noise = 100 * (mean(enc, R) - statistics.mean(accs)), 100 * twice_std(accs)  # points
             verdict = (f"within seed noise (twice CSAE-C's seed std: {noise:.2f})" if abs(gap) <= noise else
                        f"{'the encoder alone' if gap > 0 else 'CSAE-C'} ahead by more than twice CSAE-C's seed std "
                        f"({noise:.2f})")
@@ -325,7 +332,7 @@ def claims(G: dict, R: dict) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", "99.32 vs 99.25"), ("fashion", "Fashion-MNIST", "91.84 vs 92.20")):
         csae, base = G[f"{ds}-csae-c-b0.04-full"], G[f"{ds}-basenet-full"]
         if full(csae, R) and full(base, R):
-            a, b = ([R[r.id]["accuracy"] for r in g] for g in (csae, base))
+            a, b = (values(g, R) for g in (csae, base))
             diff = 100 * (statistics.mean(a) - statistics.mean(b))  # points, like the std
             se = 100 * (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
             verdict = ("within seed noise (less than twice the standard error of the difference, "
@@ -353,13 +360,14 @@ def goals(G: dict, R: dict) -> list[str]:
     """The accuracy goals of this reproduction, each met or not, from full-budget rows only."""
     out = []
     for gid in (gid for gid, g in G.items() if gid.startswith("mnist-csae-c-b0.04-") and len(g) >= 3):
-        g, done = G[gid], [r for r in G[gid] if at_full_budget(r, R.get(r.id))]
-        if len(done) < len(g):
-            out.append(f"- **MNIST CSAE-C ≥ 99.60% as a three-seed mean**, `{gid}`: {len(done)} of {len(g)} seeds run.")
+        g = G[gid]
+        if not full(g, R):
+            done = sum(at_full_budget(r, R.get(r.id)) for r in g)
+            out.append(f"- **MNIST CSAE-C ≥ 99.60% as a three-seed mean**, `{gid}`: {done} of {len(g)} seeds run.")
             continue
         verdict = "met" if mean(g, R) >= 0.996 else "not met"
         out.append(f"- **MNIST CSAE-C ≥ 99.60% as a three-seed mean**, `{gid}` ({g[0].short()}): "
-                   f"{_pct([R[r.id]['accuracy'] for r in g])}: {verdict}.")
+                   f"{_pct(values(g, R))}: {verdict}.")
     fashion = [r for gid, g in G.items() if gid.startswith("fashion-csae-c-") for r in g
                if at_full_budget(r, R.get(r.id))]
     if fashion:
@@ -370,9 +378,8 @@ def goals(G: dict, R: dict) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", 0.9797), ("fashion", "Fashion-MNIST", 0.8951)):
         g = G[f"{ds}-csae-l-full"]
         if full(g, R):
-            ours = _pct([R[r.id]["accuracy"] for r in g])
-            out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {ours} ({g[0].short()}): "
-                       + ("met." if mean(g, R) > paper else "not met."))
+            out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {_pct(values(g, R))} "
+                       f"({g[0].short()}): " + ("met." if mean(g, R) > paper else "not met."))
         else:
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {NOT_FULL}.")
     return out
