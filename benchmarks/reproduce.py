@@ -376,10 +376,12 @@ def goals(G: dict, R: dict) -> list[str]:
                    f"{100 * R[best.id]['accuracy']:.2f}% of {len(fashion)} run: "
                    + ("met." if R[best.id]["accuracy"] >= 0.94 else "not met."))
     for ds, name, paper in (("mnist", "MNIST", 0.9797), ("fashion", "Fashion-MNIST", 0.8951)):
-        g = G[f"{ds}-csae-l-full"]
-        if full(g, R):
-            out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {_pct(values(g, R))} "
-                       f"({g[0].short()}): " + ("met." if mean(g, R) > paper else "not met."))
+        ran = [g for gid, g in G.items() if gid.startswith(f"{ds}-csae-l-") and full(g, R)]
+        if ran:
+            g = max(ran, key=lambda g: mean(g, R))
+            out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: best `{g[0].group}` "
+                       f"{_pct(values(g, R))} ({g[0].short()}) of {len(ran)} recipes run: "
+                       + ("met." if mean(g, R) > paper else "not met."))
         else:
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {NOT_FULL}.")
     return out
@@ -422,8 +424,8 @@ def write_report(args, where) -> str:
       "25-30), no warm-up, no augmentation unless the row says so. CSAE-L: Adam 1e-3 constant, 30 "
       "epochs (paper: up to 200). β 0.04, λ1 1, λ2 0.02 (Laplacian) unless a row says otherwise. Tested on "
       "all 10,000 test images.")
-    w("- **paper**: the paper's own CSAE-C protocol once for the headline MNIST row (`--preset paper-c`: 120 "
-      "epochs, ÷10 every 30).")
+    w("- **paper**: the paper's own protocols, once each: CSAE-C for the headline MNIST row (`--preset paper-c`: "
+      "120 epochs, ÷10 every 30), CSAE-L on both datasets (`--preset paper-l`: Adam 1e-3, 200 epochs).")
     w("- **comparison systems**: each at its own paper's protocol (seed 003's conv VAEs Adam 1e-4, batch 50, "
       "10 epochs; seed 002's DDAE on its 6,000 / 1,000 MNIST subset with exact KELM and on the full set with "
       "Nyström KELM; seed 004's FSAE; the CVAE) — see the rows.")
@@ -452,12 +454,12 @@ def write_report(args, where) -> str:
 
     table("Table 3: MNIST", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full", "mnist-csae-c-b0.04-cos15aug",
                              "mnist-csae-c-b0.06-full", "mnist-csae-c-b0.1-full", "mnist-csae-c-b0.04-paper",
-                             "mnist-csae-l-full", "mnist-encoder-only-full", "mnist-basenet-full",
+                             "mnist-csae-l-full", "mnist-csae-l-paper", "mnist-encoder-only-full", "mnist-basenet-full",
                              "mnist-csae-c-b0-full"],
           "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
           "row's whole budget is in the Budgets table above.")
     table("Table 4: Fashion-MNIST", ["fashion-csae-c-b0.04-full", "fashion-csae-c-b0.04-aug-full",
-                                     "fashion-csae-c-b0.04-aug60", "fashion-csae-l-full",
+                                     "fashion-csae-c-b0.04-aug60", "fashion-csae-l-full", "fashion-csae-l-paper",
                                      "fashion-encoder-only-full", "fashion-basenet-full"])
 
     w("## Table 5: CSAE-C with and without the Laplacian loss (MNIST, β 0.04)\n")

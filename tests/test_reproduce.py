@@ -233,3 +233,19 @@ def test_the_encoder_alone_is_judged_against_csae_c_seed_noise(tmp_path):
         report = reproduce.write_report(args, where)
         line = next(x for x in report.splitlines() if "encoder alone vs CSAE-C, MNIST" in x)
         assert verdict in line, line
+
+
+def test_the_csae_l_goal_reads_its_best_recipe_run_at_full_budget(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    short, paper = (rowset.select(rowset.rows(), gid)[0] for gid in ("mnist-csae-l-full", "mnist-csae-l-paper"))
+
+    def goal_line():
+        return next(x for x in reproduce.write_report(args, where).splitlines() if "CSAE-L above" in x and "MNIST" in x)
+
+    reproduce.write_row(fake_result(short, 0.978), reproduce.result_path(short, where))
+    assert "best `mnist-csae-l-full` 97.80" in goal_line() and goal_line().endswith("not met.")
+    reproduce.write_row(fake_result(paper, 0.981, "smoke"), reproduce.result_path(paper, where))
+    assert "best `mnist-csae-l-full`" in goal_line()
+    reproduce.write_row(fake_result(paper, 0.981), reproduce.result_path(paper, where))
+    assert "best `mnist-csae-l-paper` 98.10" in goal_line() and goal_line().endswith(": met.")
