@@ -356,7 +356,7 @@ def claims(G: dict, R: dict) -> list[str]:
     return out
 
 
-def goals(G: dict, R: dict) -> list[str]:
+def goals(G: dict, R: dict, where) -> list[str]:
     """The accuracy goals of this reproduction, each met or not, from full-budget rows only."""
     out = []
     for gid in (gid for gid, g in G.items() if gid.startswith("mnist-csae-c-b0.04-") and len(g) >= 3):
@@ -372,9 +372,20 @@ def goals(G: dict, R: dict) -> list[str]:
                if at_full_budget(r, R.get(r.id))]
     if fashion:
         best = max(fashion, key=lambda r: R[r.id]["accuracy"])
-        out.append(f"- **Fashion-MNIST CSAE-C ≥ 94.00%, any recipe**: best row `{best.id}` ({best.short()}) "
-                   f"{100 * R[best.id]['accuracy']:.2f}% of {len(fashion)} run: "
-                   + ("met." if R[best.id]["accuracy"] >= 0.94 else "not met."))
+        single = R[best.id]["accuracy"]
+        line = (f"- **Fashion-MNIST CSAE-C ≥ 94.00%, any recipe**: the best of {len(fashion)} rows run, "
+                f"`{best.id}` ({best.short()}), {100 * single:.2f}% with one view")
+        views = _load(where.results.parent / "test_time_views" / f"{best.id}.json")
+        if views:
+            chosen = views["chosen"]
+            with_views = views["accuracy"][chosen]["test"]
+            line += (f"; {100 * with_views:.2f}% with test-time views (`--views {chosen}`, chosen on the "
+                     f"validation hold-out: {100 * views['accuracy'][chosen]['validation']:.2f}%)")
+            verdict = ("met." if single >= 0.94 else "met with test-time views only." if with_views >= 0.94
+                       else "not met.")
+        else:
+            verdict = "met." if single >= 0.94 else "not met."
+        out.append(f"{line}: {verdict}")
     for ds, name, paper in (("mnist", "MNIST", 0.9797), ("fashion", "Fashion-MNIST", 0.8951)):
         ran = [g for gid, g in G.items() if gid.startswith(f"{ds}-csae-l-") and full(g, R)]
         if ran:
@@ -537,7 +548,7 @@ def write_report(args, where) -> str:
     w("")
     w("## Accuracy goals\n")
     w("What this reproduction set out to reach beyond the paper's own figures, from full-budget rows only.\n")
-    L.extend(goals(G, R))
+    L.extend(goals(G, R, where))
     w("")
     others = sorted(where.results.joinpath("rows").glob("*.json")) if (where.results / "rows").is_dir() else []
     legacy = [json.loads(p.read_text()) for p in others if p.stem not in R]

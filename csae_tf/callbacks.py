@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from csae_tf import viz
+from csae_tf.runs import encode
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -53,10 +54,6 @@ def to_display(images, source_shape: tuple) -> np.ndarray:
     from csae_tf.data import from_model_output
 
     return np.asarray(from_model_output(tf.convert_to_tensor(images), source_shape)).round().astype(np.uint8)
-
-
-def _encode(model, images, batch: int = 500) -> np.ndarray:
-    return np.concatenate([np.asarray(model.encode(images[i : i + batch])) for i in range(0, len(images), batch)])
 
 
 class ImageSummaries(keras.callbacks.Callback):
@@ -120,7 +117,7 @@ class ImageSummaries(keras.callbacks.Callback):
         ids = np.repeat(np.asarray(self.classes, "int32"), self.per_class)
         samples = np.asarray(model.generate(ids, seed=(self.seed, 0)))
         generated = viz.image_grid(to_display(samples, self.source_shape), len(self.classes), self.per_class)
-        latent = _encode(model, self.test_images)
+        latent = encode(model, self.test_images)
         means = viz.class_mean_distances(latent, self.test_labels, model.num_classes)
         if self._pedcc_heatmap is None:
             centroids = viz.pairwise_distances(np.asarray(model.pedcc.centroids))
@@ -175,7 +172,7 @@ class LatentProjector(keras.callbacks.Callback):
 
         model = self.model
         centroids = np.asarray(model.pedcc.centroids, np.float32)
-        codes = np.concatenate([_encode(model, self.images), centroids]).astype(np.float32)
+        codes = np.concatenate([encode(model, self.images), centroids]).astype(np.float32)
         pictures = to_display(np.concatenate([self.images, np.asarray(model.decoder(centroids, training=False))]),
                               self.source_shape)
         labels = np.concatenate([self.labels, np.arange(len(centroids))]).astype(int)

@@ -5,7 +5,8 @@
 Writes into RUN/evaluation/ (or `--output`): `evaluation.json` (nearest-centroid test accuracy,
 Loss / Loss1-3 from `model.evaluate`, per-class accuracy, confusion matrix, the distances between
 the classes' mean latent codes (paper Fig. 9) and between the PEDCC centroids, the fraction of
-generated samples classified as their class) and four PNGs: `confusion.png`, `distances.png`
+generated samples classified as their class; with `--views`, also the accuracy of the mean code over
+test-time views, see `csae_tf.views`) and four PNGs: `confusion.png`, `distances.png`
 (class-mean distances beside PEDCC distances), `reconstruction.png` (inputs above
 reconstructions, Fig. 4/5) and `generated.png` (10 samples per class, Fig. 6-8).
 
@@ -30,11 +31,19 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from csae_tf import data, viz
+from csae_tf import data, views, viz
 from csae_tf.errors import command, output_dir
 from csae_tf.generate import generate_samples, sample_grid, trained_classes
 from csae_tf.models import nearest_centroid
-from csae_tf.runs import RunDirError, check_images, dataset_split, encode_and_reconstruct, first_of_each_class, load_run
+from csae_tf.runs import (
+    RunDirError,
+    check_images,
+    dataset_split,
+    encode,
+    encode_and_reconstruct,
+    first_of_each_class,
+    load_run,
+)
 from csae_tf.viz import class_mean_distances, pairwise_distances  # noqa: F401  (part of this module's API)
 
 BATCH = 1024  # latent codes per distance computation: memory BATCH x classes, whatever the test set's size
@@ -74,8 +83,10 @@ def _off_diagonal(matrix: np.ndarray, classes) -> np.ndarray:
 
 
 def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None, manual_dir: str | None = None,
-             limit: int | None = None, output: str | None = None, seed: int = 0, per_class: int = 10) -> dict:
-    """Evaluate the run in `run_dir`; write JSON and PNGs; return the report dict."""
+             limit: int | None = None, output: str | None = None, seed: int = 0, per_class: int = 10,
+             view_set: str = "none") -> dict:
+    """Evaluate the run in `run_dir`; write JSON and PNGs; return the report dict. A `view_set` other than
+    "none" adds `views_accuracy`: nearest centroid of the mean code over that set of test-time views."""
     cfg, model = load_run(run_dir)
     n = model.num_classes
     own = dataset is None or dataset == cfg.dataset
@@ -93,6 +104,8 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
     centroids = np.asarray(model.pedcc.centroids)
     predicted = nearest_labels(latent, centroids)
     accuracy = float(np.mean(predicted == labels))
+    views_accuracy = (float(np.mean(nearest_labels(views.mean_codes(model, images, view_set), centroids) == labels))
+                      if view_set != "none" else None)
     losses = model_losses(model, images, labels, info)
     confusion = confusion_matrix(labels, predicted, n)
     present = sorted(int(c) for c in np.unique(labels))
@@ -116,13 +129,13 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
     gen_classes = trained_classes(cfg, model)
     generated, ids = generate_samples(model, gen_classes, per_class, seed)
     viz.save_png(sample_grid(generated, len(gen_classes)), out / "generated.png")
-    codes = [np.asarray(model.encode(generated[i:i + 500])) for i in range(0, len(generated), 500)]
-    generated_accuracy = float(np.mean(nearest_labels(np.concatenate(codes), centroids) == ids))
+    generated_accuracy = float(np.mean(nearest_labels(encode(model, generated), centroids) == ids))
 
     off_mean, off_pedcc = _off_diagonal(mean_distances, present), _off_diagonal(pedcc_distances, present)
     report = {
         "run": str(run_dir), "dataset": info.name, "split": "test", "num_images": int(len(labels)),
         "classes": present, "accuracy": accuracy,
+        **({"views": view_set, "views_accuracy": views_accuracy} if views_accuracy is not None else {}),
         "loss": losses["loss"], "loss1": losses["loss1"], "loss2": losses["loss2"], "loss3": losses["loss3"],
         "evaluate_accuracy": losses["accuracy"], "reconstruction_mse": float(errors.mean()),
         "per_class_accuracy": {str(c): float(np.mean(predicted[labels == c] == c)) for c in present},
@@ -146,7 +159,8 @@ def format_report(r: dict) -> str:
     worst = min(r["per_class_accuracy"].items(), key=lambda kv: kv[1])
     lines = [
         f"{r['run']} on {r['dataset']} test ({r['num_images']} images, classes {r['classes'][0]}..{r['classes'][-1]})",
-        f"  accuracy (nearest centroid) {r['accuracy']:.4f}   worst class {worst[0]}: {worst[1]:.4f}",
+        f"  accuracy (nearest centroid) {r['accuracy']:.4f}   worst class {worst[0]}: {worst[1]:.4f}"
+        + (f"   with test-time views ({r['views']}) {r['views_accuracy']:.4f}" if "views" in r else ""),
         f"  loss {r['loss']:.4f}   loss1 {r['loss1']:.4f}   loss2 {r['loss2']:.4f}   loss3 {r['loss3']:.4f}",
         f"  class-mean distances {r['class_mean_distance_mean']:.3f} +- {r['class_mean_distance_std']:.3f}   "
         f"PEDCC distances {r['pedcc_distance_mean']:.3f} +- {r['pedcc_distance_std']:.3f}",
@@ -169,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="output folder (default: RUN/evaluation[_DATASET])")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated grid")
     parser.add_argument("--per-class", type=int, default=10, help="generated samples per class")
+    parser.add_argument("--views", default="none", choices=views.VIEW_SETS,
+                        help="also report the accuracy of the mean code over test-time views: the mirror (flip), "
+                        "four 1-pixel shifts (shifts), or both (flip-shifts, 10 views); flips suit classes that "
+                        "mirror (see csae_tf.views)")
     return parser
 
 
@@ -180,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_class < 1:
         raise RunDirError("--per-class must be >= 1")
     report = evaluate(args.run, dataset=args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                      limit=args.test_limit, output=args.output, seed=args.seed, per_class=args.per_class)
+                      limit=args.test_limit, output=args.output, seed=args.seed, per_class=args.per_class,
+                      view_set=args.views)
     print(format_report(report))
     return 0
 

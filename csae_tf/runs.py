@@ -82,6 +82,11 @@ def to_input(model, images: np.ndarray):
     return data.to_model_input(images, tuple(model.image_shape))
 
 
+def encode(model, images: np.ndarray, batch: int = 500) -> np.ndarray:
+    """Latent codes (N, d) of uint8 or model-scale images, `batch` at a time."""
+    return np.concatenate([np.asarray(model.encode(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
 def encode_and_reconstruct(model, images: np.ndarray, batch: int = 500):
     """Latent codes, reconstructions (model scale) and per-image Loss2 (pixel MSE, model scale) of uint8 images."""
     from csae_tf import losses

@@ -256,3 +256,14 @@ def test_evaluate_data_dir_that_is_a_file_is_a_one_line_error(full_run, tmp_path
     assert evaluate.main(["--run", str(full_run), "--data-dir", str(tmp_path / "tfds"),
                           "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"error: --data-dir {tmp_path / 'tfds'} is a file, not a folder"
+
+
+def test_evaluate_with_test_time_views_adds_their_accuracy_and_keeps_the_single_view_one(evaluated, full_run,
+                                                                                            tmp_path, capsys):
+    single = json.loads((evaluated[0] / "evaluation.json").read_text())
+    assert "views_accuracy" not in single
+    assert evaluate.main(["--run", str(full_run), "--views", "shifts", "--output", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["accuracy"] == single["accuracy"]
+    assert report["views"] == "shifts" and 0.5 < report["views_accuracy"] <= 1.0
+    assert f"with test-time views (shifts) {report['views_accuracy']:.4f}" in capsys.readouterr().out

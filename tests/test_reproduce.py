@@ -249,3 +249,20 @@ def test_the_csae_l_goal_reads_its_best_recipe_run_at_full_budget(tmp_path):
     assert "best `mnist-csae-l-full`" in goal_line()
     reproduce.write_row(fake_result(paper, 0.981), reproduce.result_path(paper, where))
     assert "best `mnist-csae-l-paper` 98.10" in goal_line() and goal_line().endswith(": met.")
+
+
+def test_the_fashion_goal_says_when_only_test_time_views_meet_it(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    row = rowset.select(rowset.rows(), "fashion-csae-c-b0.04-aug60")[0]
+    reproduce.write_row(fake_result(row, 0.938), reproduce.result_path(row, where))
+
+    def goal_line():
+        return next(x for x in reproduce.write_report(args, where).splitlines() if "Fashion-MNIST CSAE-C ≥" in x)
+
+    assert goal_line().endswith("93.80% with one view: not met.")
+    views = where.results.parent / "test_time_views" / f"{row.id}.json"
+    views.parent.mkdir(parents=True)
+    views.write_text(json.dumps({"chosen": "flip", "accuracy": {"flip": {"validation": 0.943, "test": 0.941}}}))
+    assert goal_line().endswith("94.10% with test-time views (`--views flip`, chosen on the validation hold-out: "
+                                "94.30%): met with test-time views only.")
