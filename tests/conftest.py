@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,6 +79,17 @@ def small_export(small_run, tmp_path_factory, worker_id) -> Path:
         assert f"{base / '1'}" in result.stdout
 
     return built_once(tmp_path_factory, worker_id, "small_export", build)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on loopback (all held open together, so no two are the same)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

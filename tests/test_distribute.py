@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, mnist_args
+from conftest import ROOT, free_ports, mnist_args
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
 from csae_tf import distribute
@@ -85,16 +84,6 @@ def _processes():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _fit_command(tfds_dir, out, *extra) -> list[str]:
@@ -188,7 +177,7 @@ def _start_workers(start, command, cluster, logs):
 
 def test_two_local_workers_survive_a_killed_worker_and_only_the_chief_keeps_files(tfds_dir, tmp_path):
     out = tmp_path / "cluster"
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     command = _fit_command(tfds_dir, out, "--epochs", "2", "--strategy", "multi-worker", "--save-freq", "2",
                            "--image-every", "0")
     first_logs = [tmp_path / f"first{i}.log" for i in range(2)]

@@ -5,7 +5,6 @@ import io
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import mnist_args, run_cli
+from conftest import free_ports, mnist_args, run_cli
 
 from csae_tf import viz
 
@@ -134,15 +133,9 @@ def test_image_every_zero_writes_no_images_but_keeps_scalars(tfds_dir, tmp_path)
 
 # --- the real TensorBoard server ---
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(run_dir):
-    port = _free_port()
+    port = free_ports(1)[0]
     log = open(run_dir / "tensorboard.log", "w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(run_dir / "logs"), "--host", "127.0.0.1",

@@ -13,14 +13,13 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import MNIST_FILES, ROOT, mnist_args, run_cli
+from conftest import MNIST_FILES, ROOT, free_ports, mnist_args, run_cli
 
 from csae_tf.config import FitConfig
 from tuning import search
@@ -280,14 +279,8 @@ def test_the_watchdog_ends_the_trial_of_a_silent_worker_only_and_heartbeats_keep
     assert len(calls) >= 3 and set(calls) == {"7"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_worker_killed_mid_trial_does_not_stall_the_chief(tfds_dir, tmp_path):
-    port = _free_port()
+    port = free_ports(1)[0]
     args = [*mnist_args(tfds_dir, train=256, test=128), *TINY, *BOUND_FLAGS, "--max-trials", "3",
             "--trial-timeout", "10", "--directory", str(tmp_path), "--project-name", "dist"]
     procs, logs = {}, {}
