@@ -45,6 +45,8 @@ EMNIST = "emnist_letters/emnist_letters_train_balanced5200.npz"
 EMNIST_SET = "emnist_letters_train_balanced5200"
 NOT_FULL = "not yet run at full budget"
 RANGE_OF_4 = 3.63  # the range of 4 draws of a normal distribution exceeds this many std 1 time in 20
+# figures a comparison row's run leaves as <system>_<kind>.png, copied beside its rows as <row id>_<kind>.png
+FIGURE_KINDS = {"latent": "latent scatter", "generated": "generated samples, a row per class"}
 FIGURE_GROUPS = ("mnist-csae-c-b0.04-full", "fashion-csae-c-b0.04-full", "mnist-csae-c-b0.04-paper")
 CSV_FIELDS = ("id", "table", "dataset", "system", "seed", "status", "epochs", "train_images", "test_images",
               "accuracy", "loss1", "loss2", "loss3", "reconstruction_mse", "generated_classified_as_their_class",
@@ -178,9 +180,10 @@ def run_row(row: rowset.Row, args, where, rerun: bool = False) -> dict:
     wall = round(time.time() - start, 1)
     if not row.trainer:  # csae_tf.compare wrote the row itself; add the reproduction's fields
         result = json.loads(result_path(row, where).read_text())
-        latent = run / f"{row.system}_latent.png"
-        if latent.exists():
-            shutil.copyfile(latent, result_path(row, where).parent.parent / f"{row.id}_latent.png")
+        for kind in FIGURE_KINDS:
+            figure = run / f"{row.system}_{kind}.png"
+            if figure.exists():
+                shutil.copyfile(figure, result_path(row, where).parent.parent / f"{row.id}_{kind}.png")
     else:
         cfg, metrics = _load(run / "config.json"), _load(run / "metrics.json")
         ev = _load(run / "evaluation" / "evaluation.json") or {}
@@ -540,12 +543,12 @@ def write_report(args, where) -> str:
                    ran[0].get("generated_classified_as_their_class") is not None else ("—" if ran else ""))
             w(f"| {g[0].label} | {acc} | {mse} | {gen} | {seeds(g)} | {g[0].short()} | "
               + ", ".join(f"`{r.id}`" for r in g) + " |")
-        latents = [r for gid in ids for r in G[gid] if (Path(where.comparison.format(dataset=ds))
-                                                        / f"{r.id}_latent.png").exists()]
         w("")
-        for r in latents:
-            fig = Path(where.comparison.format(dataset=ds)) / f"{r.id}_latent.png"
-            w(f"![{r.id} latent scatter]({os.path.relpath(fig, where.report.parent)})\n")
+        for r in (r for gid in ids for r in G[gid]):
+            for kind, caption in FIGURE_KINDS.items():
+                fig = Path(where.comparison.format(dataset=ds)) / f"{r.id}_{kind}.png"
+                if fig.exists():
+                    w(f"![{r.id} {caption}]({os.path.relpath(fig, where.report.parent)})\n")
 
     w("## The paper's claims\n")
     w("Judged only from rows that ran at their full budget; until then each says so.\n")

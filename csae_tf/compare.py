@@ -13,7 +13,8 @@ DIR/comparison.md holds the table (test accuracy where the system classifies, te
 MSE where it reconstructs, trainable parameters, training seconds); DIR/comparison.json the same
 figures; DIR/reconstructions.png one row per reconstructing system under the test inputs, and
 DIR/<model>_reconstructions.png each row alone; DIR/<model>_latent.png the class scatter of every
-2-d latent space; DIR/models/<model>.keras every trained model.
+2-d latent space; DIR/<model>_generated.png ten samples per class of every class-conditional
+generator; DIR/models/<model>.keras every trained model.
 
 Each system's result is also written, the moment it finishes, as its own row ROWS/<row-id>.json
 (--rows, default DIR/rows; --row-id, default the model name): config, budget, seed, command, date,
@@ -272,15 +273,18 @@ def read_rows(folder: Path) -> dict[str, dict]:
     return rows
 
 
-def generated_accuracy(model, train_ds, num_classes: int, per_class: int = 10) -> float | None:
+def generated_accuracy(model, train_ds, num_classes: int, per_class: int = 10, save: Path | None = None,
+                       source_shape=None) -> float | None:
     """Samples the system generates for each class, classified by the system itself as their class (fraction);
-    None for systems that do not generate by class or do not classify."""
+    None for systems that do not generate by class or do not classify. `save`: also draw them, a row per class."""
     if not classifies(model) or not hasattr(model, "generate"):
         return None
     ids = np.repeat(np.arange(num_classes, dtype="int32"), per_class)
     if isinstance(model, CSAE):
         model.fit_latent_gaussians(train_ds)
-    images = model.generate(tf.constant(ids))
+    images = np.asarray(model.generate(tf.constant(ids)))
+    if save is not None:
+        _save_rows([(f"class {c}", images[ids == c]) for c in range(num_classes)], save, source_shape)
     return float(np.mean(predict_labels(model, images) == ids))
 
 
@@ -349,7 +353,8 @@ def run_on(train_ds, test: tuple[np.ndarray, np.ndarray], info, cfg: FitConfig, 
         train(model, train_ds, cfg.epochs, cfg.verbose)
         seconds = time.time() - start
         metrics = evaluate(model, test_x, test_y)
-        metrics["generated"] = generated_accuracy(model, train_ds, info.num_classes)
+        metrics["generated"] = generated_accuracy(model, train_ds, info.num_classes, save=out / f"{name}_generated.png",
+                                                  source_shape=info.source_shape)
         notes = DESCRIPTIONS[name]
         if isinstance(model, DDAE):
             notes += (f"; KELM {model.kelm_method}, m={model.kelm_centres}, C={model.kelm_c:g}, "

@@ -40,6 +40,9 @@ def test_compare_on_a_small_mnist_subset_writes_one_row_per_requested_model(tfds
         assert (out / f"{name}_reconstructions.png").stat().st_size > 0
         assert (out / "models" / f"{name}.keras").exists()
     assert (out / "reconstructions.png").exists() and (out / "conv_vae_simple_latent.png").exists()
+    # class-conditional generators draw their samples; the unconditional VAE has none to draw
+    assert (out / "cvae_generated.png").stat().st_size > 0 and (out / "csae_c_generated.png").exists()
+    assert not (out / "conv_vae_simple_generated.png").exists()
 
 
 def test_saved_comparison_models_reload_with_the_reported_accuracy(tfds_dir, tmp_path):

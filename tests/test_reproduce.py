@@ -201,6 +201,17 @@ def test_the_comparison_writes_one_row_per_system_and_skips_it_next_time(tmp_pat
     assert "syn-fsae-s3" in (tmp_path / "b" / "comparison.md").read_text()  # the table from the rows there
 
 
+def test_the_report_shows_the_generated_samples_a_comparison_row_left(tmp_path):
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+    where = reproduce.paths(args)
+    row = rowset.select(rowset.rows(), "fashion-fsae-own-s0")[0]
+    reproduce.write_row(fake_result(row, model="fsae", generated_classified_as_their_class=0.9),
+                        reproduce.result_path(row, where))
+    assert "fashion-fsae-own-s0 generated samples" not in reproduce.write_report(args, where)
+    (reproduce.result_path(row, where).parent.parent / f"{row.id}_generated.png").write_bytes(b"png")
+    assert "![fashion-fsae-own-s0 generated samples" in reproduce.write_report(args, where)
+
+
 def test_the_accuracy_goals_say_met_only_for_a_three_seed_mean_at_full_budget(tmp_path):
     where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
     args = reproduce.build_parser().parse_args(dirs(tmp_path))
