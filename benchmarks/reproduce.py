@@ -626,7 +626,7 @@ def write_csv(all_rows, R: dict, legacy: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="runs/tfds", help="TFDS data directory")
-    parser.add_argument("--shared-data", default=str(ROOT.parent / "shared" / "data"),
+    parser.add_argument("--shared-data", default=os.path.relpath(ROOT.parent / "shared" / "data"),
                         help="folder with mnist/, fashion_mnist/ (original files) and emnist_letters/")
     parser.add_argument("--rows", default=None, help="comma-separated row ids, shell patterns or substrings")
     parser.add_argument("--rerun", default=None, help="rows (same syntax) to train again from scratch although "
