@@ -381,15 +381,17 @@ def goals(G: dict, R: dict, where) -> list[str]:
         verdict = "met" if mean(g, R) >= 0.996 else "not met"
         out.append(f"- **MNIST CSAE-C ≥ 99.60% as a three-seed mean**, `{gid}` ({g[0].short()}): "
                    f"{_pct(values(g, R))}: {verdict}.")
-    fashion = [r for gid, g in G.items() if gid.startswith("fashion-csae-c-") for r in g
-               if at_full_budget(r, R.get(r.id))]
-    if fashion:
-        best = max(fashion, key=lambda r: validation(r, R))  # chosen on the validation hold-out, never on test
-        single = R[best.id]["accuracy"]
-        line = (f"- **Fashion-MNIST CSAE-C ≥ 94.00%, any recipe**: of {len(fashion)} rows run, the best on the "
-                f"validation hold-out, `{best.id}` ({best.short()}; validation {100 * validation(best, R):.2f}%), "
-                f"{100 * single:.2f}% test accuracy with one view")
-        views = _load(where.results.parent / "test_time_views" / f"{best.id}.json")
+    recipes = [ran for gid, g in G.items() if gid.startswith("fashion-csae-c-")
+               if (ran := [r for r in g if at_full_budget(r, R.get(r.id))])]
+    if recipes:
+        # the recipe is chosen on its mean validation accuracy, never on test
+        ran = max(recipes, key=lambda g: statistics.mean(validation(r, R) for r in g))
+        single = mean(ran, R)
+        seeds_run = f"{len(ran)} seeds, " if len(ran) > 1 else ""
+        line = (f"- **Fashion-MNIST CSAE-C ≥ 94.00%, any recipe**: of {len(recipes)} recipes run, the best on the "
+                f"validation hold-out, `{ran[0].group}` ({seeds_run}{ran[0].short()}; validation "
+                f"{_pct([validation(r, R) for r in ran])}%), {_pct(values(ran, R))}% test accuracy with one view")
+        views = _load(where.results.parent / "test_time_views" / f"{ran[0].id}.json") if len(ran) == 1 else None
         if views:
             chosen = views["chosen"]
             with_views = views["accuracy"][chosen]["test"]
