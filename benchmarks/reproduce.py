@@ -288,9 +288,9 @@ def values(rows_, R, key="accuracy") -> list[float]:
     return [R[r.id][key] for r in rows_]
 
 
-def validation(row: rowset.Row, R: dict) -> float:
-    """The row's accuracy on the validation hold-out (0 where it has none): what picks a best recipe."""
-    return R[row.id].get("val_accuracy") or 0.0
+def validations(rows_, R) -> list[float]:
+    """The rows' accuracies on the validation hold-out (0 where one has none): what picks a best recipe."""
+    return [R[r.id].get("val_accuracy") or 0.0 for r in rows_]
 
 
 def twice_std(xs: list[float]) -> float:
@@ -386,12 +386,12 @@ def goals(G: dict, R: dict, where) -> list[str]:
                if (ran := [r for r in g if at_full_budget(r, R.get(r.id))])]
     if recipes:
         # the recipe is chosen on its mean validation accuracy, never on test
-        ran = max(recipes, key=lambda g: statistics.mean(validation(r, R) for r in g))
+        ran = max(recipes, key=lambda g: statistics.mean(validations(g, R)))
         single = mean(ran, R)
         seeds_run = f"{len(ran)} seeds, " if len(ran) > 1 else ""
         line = (f"- **Fashion-MNIST CSAE-C ≥ 94.00%, any recipe**: of {len(recipes)} recipes run, the best on the "
                 f"validation hold-out, `{ran[0].group}` ({seeds_run}{ran[0].short()}; validation "
-                f"{_pct([validation(r, R) for r in ran])}%), {_pct(values(ran, R))}% test accuracy with one view")
+                f"{_pct(validations(ran, R))}%), {_pct(values(ran, R))}% test accuracy with one view")
         views = _load(where.results.parent / "test_time_views" / f"{ran[0].id}.json") if len(ran) == 1 else None
         if views:
             chosen = views["chosen"]
@@ -406,10 +406,10 @@ def goals(G: dict, R: dict, where) -> list[str]:
     for ds, name, paper in (("mnist", "MNIST", 0.9797), ("fashion", "Fashion-MNIST", 0.8951)):
         ran = [g for gid, g in G.items() if gid.startswith(f"{ds}-csae-l-") and full(g, R)]
         if ran:
-            g = max(ran, key=lambda g: statistics.mean(validation(r, R) for r in g))  # never on test
+            g = max(ran, key=lambda g: statistics.mean(validations(g, R)))  # never on test
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: of {len(ran)} recipes run, the "
                        f"best on the validation hold-out, `{g[0].group}` ({g[0].short()}; validation "
-                       f"{_pct([validation(r, R) for r in g])}), {_pct(values(g, R))} test accuracy: "
+                       f"{_pct(validations(g, R))}), {_pct(values(g, R))} test accuracy: "
                        + ("met." if mean(g, R) > paper else "not met."))
         else:
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {NOT_FULL}.")
