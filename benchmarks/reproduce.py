@@ -90,11 +90,19 @@ def _flags(values: dict) -> list[str]:
     return out
 
 
+def from_root(path) -> str:
+    """`path` (relative to the working directory) as the commands, which run in the checkout, must name it:
+    relative to the checkout when it lies beside it (runs/, ../shared/data), so that recorded commands hold no
+    machine's folders; absolute otherwise."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT.parent) else str(path)
+
+
 def commands(row: rowset.Row, args, where) -> list[list[str]]:
     """The module command lines of the row, in order (each `python -m ...`)."""
-    run = str(where.runs / row.id)
-    data = ["--dataset", row.dataset, "--data-dir", args.data_dir,
-            "--manual-dir", str(Path(args.shared_data) / row.dataset)]
+    run = from_root(where.runs / row.id)
+    data = ["--dataset", row.dataset, "--data-dir", from_root(args.data_dir),
+            "--manual-dir", from_root(Path(args.shared_data) / row.dataset)]
     budget = row.budget(args.budget)
     if row.trainer:
         cmds = [["csae_tf.fit", *data, *_flags({**budget, "arch": "linear" if row.system == "csae_l" else "conv"}),
@@ -102,10 +110,10 @@ def commands(row: rowset.Row, args, where) -> list[list[str]]:
                 ["csae_tf.evaluate", "--run", run]]
         letters = Path(args.shared_data) / EMNIST
         if row.dataset == "mnist" and row.system == "csae_c" and letters.exists():
-            cmds.append(["csae_tf.extrapolate", "--run", run, "--images", str(letters)])
+            cmds.append(["csae_tf.extrapolate", "--run", run, "--images", from_root(letters)])
         return cmds
-    rows_dir = result_path(row, where).parent
-    return [["csae_tf.compare", *data, "--models", row.system, "--row-id", row.id, "--rows", str(rows_dir),
+    rows_dir = from_root(result_path(row, where).parent)
+    return [["csae_tf.compare", *data, "--models", row.system, "--row-id", row.id, "--rows", rows_dir,
              *_flags({k: v for k, v in {**budget, **row.options}.items() if k != "arch"}), "--verbose", "2",
              "--output", run]]
 
@@ -650,7 +658,7 @@ def write_csv(all_rows, R: dict, legacy: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="runs/tfds", help="TFDS data directory")
-    parser.add_argument("--shared-data", default=os.path.relpath(ROOT.parent / "shared" / "data"),
+    parser.add_argument("--shared-data", default=str(ROOT.parent / "shared" / "data"),
                         help="folder with mnist/, fashion_mnist/ (original files) and emnist_letters/")
     parser.add_argument("--rows", default=None, help="comma-separated row ids, shell patterns or substrings")
     parser.add_argument("--rerun", default=None, help="rows (same syntax) to train again from scratch although "

@@ -306,3 +306,13 @@ def test_the_beta_trend_is_judged_against_what_seed_noise_spans_over_four_runs(t
             reproduce.write_row(fake_result(row, acc), reproduce.result_path(row, where))
         line = next(x for x in reproduce.write_report(args, where).splitlines() if "**β trend**" in x)
         assert verdict in line, line
+
+
+def test_recorded_commands_name_the_data_beside_the_checkout_relative_to_it(monkeypatch):
+    root = reproduce.ROOT
+    args = reproduce.build_parser().parse_args(["--data-dir", str(root / "runs" / "tfds"),
+                                                "--shared-data", str(root.parent / "shared" / "data")])
+    row = rowset.select(rowset.rows(), "fashion-cvae-own-s0")[0]
+    monkeypatch.chdir(root)
+    cmd = reproduce.shell(reproduce.commands(row, args, reproduce.paths(args))[0])
+    assert "--data-dir runs/tfds --manual-dir ../shared/data/fashion_mnist" in cmd and str(root.parent) not in cmd
