@@ -92,10 +92,11 @@ def _flags(values: dict) -> list[str]:
 
 def from_root(path) -> str:
     """`path` (relative to the working directory) as the commands, which run in the checkout, must name it:
-    relative to the checkout when it lies beside it (runs/, ../shared/data), so that recorded commands hold no
-    machine's folders; absolute otherwise."""
-    path = Path(path).resolve()
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT.parent) else str(path)
+    relative to the checkout when it lies in it or in the shared folder beside it (runs/..., ../shared/data), so
+    that recorded commands hold no machine's folders; absolute otherwise."""
+    path = Path(os.path.abspath(path))  # not resolved: ../shared may be a link
+    near = path.is_relative_to(ROOT) or path.is_relative_to(ROOT.parent / "shared")
+    return os.path.relpath(path, ROOT) if near else str(path)
 
 
 def commands(row: rowset.Row, args, where) -> list[list[str]]:
