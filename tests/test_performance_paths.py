@@ -101,3 +101,19 @@ def test_no_pipeline_starts_a_tf_data_autotuning_thread():
                  data.pipeline(tf.data.Dataset.from_tensor_slices((arrays.images, arrays.labels)), info, 16,
                                training=True)]
     assert [ds.options().autotune.enabled for ds in pipelines] == [False, False, False]
+
+
+def test_onednn_verbose_lines_between_the_markers_are_summed_per_step_and_shape():
+    import onednn_primitives as op
+
+    exec_line = ("onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx512_core,backward_weights,src:f32 dst:f32,,"
+                 "alg:convolution_direct,mb128_ic16oc16_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1,{ms}")
+    reorder = "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32 dst:f32,,,16x16x3x3,{ms}"
+    log = "\n".join([exec_line.format(ms=9.0), op.START, exec_line.format(ms=2.0), exec_line.format(ms=4.0),
+                     reorder.format(ms=0.5), reorder.format(ms=1.5), "onednn_verbose,v1,info,cpu,isa:avx512",
+                     op.END, exec_line.format(ms=9.0)])
+    prims = op.primitives(log, steps=2)
+    conv = prims["convolution backward_weights mb128_ic16oc16_ih32oh32kh3sh1dh0ph1_iw32ow32kw3sw1dw0pw1"]
+    assert (conv["ms"], conv["calls"], conv["impl"]) == (3.0, 1, "jit:avx512_core")
+    assert prims["reorder (weights)"]["ms"] == 1.0
+    assert op.families(prims) == {"convolution backward_weights": 3.0, "reorder (weights)": 1.0}
