@@ -436,11 +436,11 @@ def csae_l_sweep(sweep: Path, report_dir: Path) -> str:
     verdict = (f"within validation noise (twice its standard error, {100 * noise:.2f} points)."
                if best["val_accuracy"] - base <= noise
                else f"ahead by more than validation noise ({100 * noise:.2f} points).")
-    return (f"CSAE-L variants on MNIST, 30 epochs, seed 0 ([{sweep.name}]({os.path.relpath(sweep, report_dir)}), each "
-            f"with its command): {len(variants)} changes to the recipe (weight decay, schedule, β, learning rate, "
-            f"batch, λ1); the best on validation, `{best['flags']}`, {100 * best['val_accuracy']:.2f}% against the "
-            f"recipe's {100 * base:.2f}% (test {100 * best['test_accuracy']:.2f}% against "
-            f"{100 * recipe['test_accuracy']:.2f}%): {verdict}")
+    return (f"CSAE-L variants on MNIST, seed 0, 30 epochs unless the flags say otherwise "
+            f"([{sweep.name}]({os.path.relpath(sweep, report_dir)}), each with its command): {len(variants)} changes "
+            f"to the recipe (weight decay, schedule, β, learning rate, batch, λ1, epochs, shifts); the best on "
+            f"validation, `{best['flags']}`, {100 * best['val_accuracy']:.2f}% against the recipe's {100 * base:.2f}% "
+            f"(test {100 * best['test_accuracy']:.2f}% against {100 * recipe['test_accuracy']:.2f}%): {verdict}")
 
 
 def write_report(args, where) -> str:

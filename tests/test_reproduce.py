@@ -316,3 +316,20 @@ def test_recorded_commands_name_the_data_beside_the_checkout_relative_to_it(monk
     monkeypatch.chdir(root)
     cmd = reproduce.shell(reproduce.commands(row, args, reproduce.paths(args))[0])
     assert "--data-dir runs/tfds --manual-dir ../shared/data/fashion_mnist" in cmd and str(root.parent) not in cmd
+
+
+def _sweep_csv(path: Path, recipe_val: float, variant_vals: list[float]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["variant", "flags", "val_accuracy", "test_accuracy"])
+        w.writeheader()
+        w.writerow({"variant": "recipe", "flags": "", "val_accuracy": recipe_val, "test_accuracy": 0.978})
+        for i, v in enumerate(variant_vals):
+            w.writerow({"variant": f"v{i}", "flags": f"--flag {i}", "val_accuracy": v, "test_accuracy": 0.99})
+    return path
+
+
+def test_the_csae_l_sweep_names_its_best_variant_on_validation_and_weighs_it_against_noise(tmp_path):
+    close = reproduce.csae_l_sweep(_sweep_csv(tmp_path / "a.csv", 0.978, [0.970, 0.979]), tmp_path)
+    assert "`--flag 1`, 97.90% against the recipe's 97.80%" in close and "within validation noise" in close
+    ahead = reproduce.csae_l_sweep(_sweep_csv(tmp_path / "b.csv", 0.978, [0.990, 0.979]), tmp_path)
+    assert "`--flag 0`" in ahead and "ahead by more than validation noise" in ahead
