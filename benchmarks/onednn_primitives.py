@@ -21,7 +21,6 @@ import collections
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -154,14 +153,11 @@ def main(argv=None) -> int:
     names = [n for n in args.contenders.split(",") if n]
     if bad := [n for n in names if n not in CONTENDERS]:
         parser.error(f"unknown contender(s) {bad}; choose from {CONTENDERS}")
+    from reproduce import machine  # TensorFlow-free: this parent process only reads its children's logs
+
     result = {"command": "python benchmarks/" + Path(__file__).name + " " + " ".join(argv or sys.argv[1:]),
-              "date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": platform.processor()
-              or platform.machine(), "batch": args.batch, "steps": args.steps, "contenders": {}}
-    try:
-        result["machine"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                                 if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+              "date": datetime.datetime.now().isoformat(timespec="minutes"), "machine": machine(),
+              "batch": args.batch, "steps": args.steps, "contenders": {}}
     for name in names:
         prims = primitives(run_child(name, args.batch, args.steps, verbose=True), args.steps)
         step_ms = json.loads(run_child(name, args.batch, args.steps, verbose=False).splitlines()[-1])["step_ms"]

@@ -140,7 +140,7 @@ def rows() -> list[Row]:
         fit=_c(0.04, epochs=60, lr_step_epochs=15, augment=True, flip=True), paper="",
         schedule="SGD 0.1, momentum 0.9, decay 5e-4, lr /10 every 15 of 60 epochs; --augment --flip")
     # ... and at the paper's own protocol (120 epochs, /10 every 30)
-    add("fashion-csae-c-b0.04-aug120", (0, 1), table="t4", dataset=f, system="csae_c",
+    add("fashion-csae-c-b0.04-aug120", (0, 1, 2), table="t4", dataset=f, system="csae_c",
         label="CSAE-C β 0.04, shifts + flips, the paper's protocol (120 epochs; not in the paper)",
         fit={**PAPER_C, "arch": "conv", "beta": 0.04, "augment": True, "flip": True}, paper="",
         schedule="--preset paper-c: SGD 0.1, momentum 0.9, decay 5e-4, lr /10 every 30 of 120 epochs; --augment --flip")
