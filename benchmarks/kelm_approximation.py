@@ -15,10 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import keras
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import csae_tf  # noqa: E402, F401  (first: registers the model classes, turns oneDNN on before TensorFlow loads)
+
+# isort: split
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 import csae_tf.baselines  # noqa: E402,F401  (registers the classes)
 from csae_tf import data  # noqa: E402

@@ -15,11 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-import keras
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import csae_tf  # noqa: E402, F401  (registers the model classes)
+import csae_tf  # noqa: E402, F401  (first: registers the model classes, turns oneDNN on before TensorFlow loads)
+
+# isort: split
+import keras  # noqa: E402
+
 from csae_tf import data  # noqa: E402
 from csae_tf.callbacks import ImageSummaries, monitoring_callbacks  # noqa: E402
 from csae_tf.config import FitConfig  # noqa: E402

@@ -34,6 +34,9 @@ CONTENDERS = ("tf-sequential", "tf", "torch-cl")
 
 def _tf_child(batch: int, steps: int, verbose: bool) -> None:
     sys.path.insert(0, str(HERE.parent))
+    import csae_tf  # noqa: F401  (first: it turns TensorFlow's oneDNN kernels on before TensorFlow loads)
+
+    # isort: split
     import numpy as np
     import tensorflow as tf
 

@@ -18,6 +18,9 @@ import os
 import platform
 import time
 
+import csae_tf  # noqa: F401  (first: it turns TensorFlow's oneDNN kernels on before TensorFlow loads)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 

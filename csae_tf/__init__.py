@@ -6,10 +6,18 @@ TensorFlow) only once a subcommand runs or the flags are valid, so that `csae --
 answer at once.
 """
 
+import os as _os
+import platform as _platform
 import sys as _sys
 from pathlib import Path as _Path
 
-from csae_tf.predictor import load
+# TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512 VNNI / BF16 or AMX; on
+# AVX2-only CPUs the CSAE training step runs about 1.7x faster with them (docs/guides/performance.md).
+# It reads the switch when it loads, so csae-tf sets it before; TF_ENABLE_ONEDNN_OPTS=0 still turns them off.
+if _platform.machine().lower() in ("x86_64", "amd64"):
+    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from csae_tf.predictor import load  # noqa: E402
 
 __all__ = ["CSAE", "FitConfig", "build_decoder", "build_encoder", "build_model", "generate_centroids", "load",
            "load_datasets"]

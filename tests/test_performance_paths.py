@@ -117,3 +117,24 @@ def test_onednn_verbose_lines_between_the_markers_are_summed_per_step_and_shape(
     assert (conv["ms"], conv["calls"], conv["impl"]) == (3.0, 1, "jit:avx512_core")
     assert prims["reorder (weights)"]["ms"] == 1.0
     assert op.families(prims) == {"convolution backward_weights": 3.0, "reorder (weights)": 1.0}
+
+
+def _onednn_state(**env: str) -> list[str]:
+    """(TF_ENABLE_ONEDNN_OPTS, whether TensorFlow runs its oneDNN kernels) of a fresh process importing csae_tf."""
+    import os
+    import subprocess
+
+    code = ("import os, csae_tf\nfrom tensorflow.python.framework import test_util\n"
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), test_util.IsMklEnabled())")
+    child = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env
+    done = subprocess.run([sys.executable, "-c", code], env=child, capture_output=True, text=True, timeout=120)
+    return done.stdout.split()[-2:]
+
+
+def test_importing_csae_tf_turns_tensorflows_onednn_kernels_on_for_cpus_tensorflow_leaves_them_off_on():
+    """TensorFlow enables oneDNN by default only with AVX-512 VNNI / BF16 or AMX; AVX2 CPUs train faster with it."""
+    assert _onednn_state() == ["1", "True"]
+
+
+def test_tf_enable_onednn_opts_0_still_turns_tensorflows_onednn_kernels_off():
+    assert _onednn_state(TF_ENABLE_ONEDNN_OPTS="0") == ["0", "False"]
