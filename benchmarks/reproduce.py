@@ -307,6 +307,17 @@ def best_on_validation(recipes: list[list[rowset.Row]], R) -> list[rowset.Row]:
     return max(recipes, key=lambda g: statistics.mean(validations(g, R)))
 
 
+def retrained_on_all(chosen: list[rowset.Row], G: dict, R: dict) -> list[rowset.Row] | None:
+    """The rows that ran the recipe `chosen` on the validation hold-out again on the whole training split, if run."""
+    recipe = lambda row: {k: v for k, v in row.fit.items() if k not in ("seed", "validation_split")}  # noqa: E731
+    for g in G.values():
+        row = g[0]
+        if (row.fit.get("validation_split") == 0 and (row.dataset, row.system) == (chosen[0].dataset, chosen[0].system)
+                and recipe(row) == recipe(chosen[0]) and full(g, R)):
+            return g
+    return None
+
+
 def twice_std(xs: list[float]) -> float:
     """Twice the seed std of `xs` (0 for a single seed): the noise a difference must exceed to count."""
     return 2 * statistics.stdev(xs) if len(xs) > 1 else 0.0
@@ -417,13 +428,17 @@ def goals(G: dict, R: dict, where) -> list[str]:
             verdict = "met." if test_mean >= 0.94 else "not met."
         out.append(f"{line}: {verdict}")
     for ds, name, paper in (("mnist", "MNIST", 0.9797), ("fashion", "Fashion-MNIST", 0.8951)):
-        ran = [g for gid, g in G.items() if gid.startswith(f"{ds}-csae-l-") and full(g, R)]
+        ran = [g for gid, g in G.items() if gid.startswith(f"{ds}-csae-l-") and full(g, R) and any(validations(g, R))]
         if ran:
             g = best_on_validation(ran, R)
-            out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: of {len(ran)} recipes run, the "
-                       f"best on the validation hold-out, `{g[0].group}` ({g[0].short()}; validation "
-                       f"{_pct(validations(g, R))}), {_pct(values(g, R))} test accuracy: "
-                       + ("met." if mean(g, R) > paper else "not met."))
+            line = (f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: of {len(ran)} recipes run, the "
+                    f"best on the validation hold-out, `{g[0].group}` ({g[0].short()}; validation "
+                    f"{_pct(validations(g, R))}), {_pct(values(g, R))} test accuracy")
+            again = retrained_on_all(g, G, R)
+            if again:
+                line += (f"; the same recipe on all 60,000 training images, as the paper trains (`{again[0].group}`, "
+                         f"seeds {seeds(again)}), {_pct(values(again, R))}")
+            out.append(line + (": met." if mean(again or g, R) > paper else ": not met."))
         else:
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {NOT_FULL}.")
     return out

@@ -166,6 +166,12 @@ def rows() -> list[Row]:
         fit=_c(0.04), paper="99.30", schedule=STEP8)
     add("fashion-csae-l-full", (0, 1, 2), table="t4", dataset=f, system="csae_l", label="CSAE-L", fit=dict(CSAE_L_FULL),
         paper="89.51", schedule=ADAM_L)
+    # the recipe chosen on the hold-out, trained again on all 60,000 images as the paper trains (no selection reads it)
+    for ds, short in ((m, "mnist"), (f, "fashion")):
+        add(f"{short}-csae-l-all60k", (0, 1, 2), table="t3" if ds == m else "t4", dataset=ds, system="csae_l",
+            label="CSAE-L, all 60,000 training images (no hold-out, as the paper trains)",
+            fit={**CSAE_L_FULL, "validation_split": 0}, paper="97.86-97.97" if ds == m else "89.51",
+            schedule=ADAM_L + "; --validation-split 0")
     add("mnist-csae-l-paper", table="t3", dataset=m, system="csae_l", label="CSAE-L, paper protocol",
         fit={"preset": "paper-l", "epochs": 200}, paper="97.86-97.97", schedule=PAPER_L)
     add("fashion-csae-l-paper", table="t4", dataset=f, system="csae_l", label="CSAE-L, paper protocol",

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import csae_tf  # noqa: F401  (before any test module loads TensorFlow: it sets TensorFlow's oneDNN switch)
-
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CSAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MNIST_FILES = SHARED_DATA / "mnist"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import csae_tf  # noqa: E402, F401  (before any test module loads TensorFlow: it sets TensorFlow's oneDNN switch)
 
 
 def _shared_root(tmp_path_factory, worker_id: str) -> Path:

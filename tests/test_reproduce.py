@@ -278,6 +278,25 @@ def test_the_csae_l_goal_reads_its_best_recipe_run_at_full_budget(tmp_path):
     assert "`mnist-csae-l-paper` (" in goal_line() and goal_line().endswith("98.10 test accuracy: met.")
 
 
+def test_the_csae_l_goal_judges_the_recipe_chosen_on_validation_retrained_on_all_60000_images(tmp_path):
+    where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
+    args = reproduce.build_parser().parse_args(dirs(tmp_path))
+
+    def goal_line():
+        return next(x for x in reproduce.write_report(args, where).splitlines() if "CSAE-L above" in x and "MNIST" in x)
+
+    for row, accuracy in zip(rowset.select(rowset.rows(), "mnist-csae-l-full"), (0.977, 0.978, 0.979)):
+        reproduce.write_row(fake_result(row, accuracy), reproduce.result_path(row, where))
+    for row, accuracy in zip(rowset.select(rowset.rows(), "mnist-csae-l-all60k"), (0.980, 0.981, 0.982)):
+        # no hold-out, so no validation accuracy: never the pick, only the pick's retrain
+        reproduce.write_row(fake_result(row, accuracy, val_accuracy=None), reproduce.result_path(row, where))
+    assert "`mnist-csae-l-full` (" in goal_line()
+    assert goal_line().endswith("(`mnist-csae-l-all60k`, seeds 0, 1, 2), 98.10 ± 0.10: met.")
+    paper = rowset.select(rowset.rows(), "mnist-csae-l-paper")[0]  # another recipe, ahead on validation
+    reproduce.write_row(fake_result(paper, 0.975, val_accuracy=0.99), reproduce.result_path(paper, where))
+    assert "`mnist-csae-l-paper` (" in goal_line() and goal_line().endswith("97.50 test accuracy: not met.")
+
+
 def test_the_fashion_goal_says_when_only_test_time_views_meet_it(tmp_path):
     where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
     args = reproduce.build_parser().parse_args(dirs(tmp_path))
