@@ -52,6 +52,24 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux' /proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def precision_warning(precision: str, gpus: int, flags: set[str]) -> str | None:
+    """Why `precision` will be slow here, if it will: TensorFlow's oneDNN computes bfloat16 only with AVX-512;
+    without it bfloat16 falls back to Eigen, about 10x slower than float32 (docs/guides/performance.md)."""
+    if precision != "mixed_bfloat16" or gpus or not flags or "avx512f" in flags:
+        return None
+    return ("warning: this CPU has no AVX-512, so TensorFlow computes bfloat16 on its slow fallback (about 10x "
+            "slower than float32 here); --precision float32 trains faster")
+
+
 def compile_model(model: CSAE, cfg: FitConfig, steps_per_epoch: int, steps_per_execution: int | None = None,
                   strategy: tf.distribute.Strategy | None = None) -> CSAE:
     """Compile with the run's optimizer and schedule; build the optimizer (its slots distribute like the weights)."""
@@ -129,6 +147,9 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.seed)
         set_precision(cfg.precision)
+        warning = precision_warning(cfg.precision, len(tf.config.list_physical_devices("GPU")), cpu_flags())
+        if warning and self.chief:
+            print(warning, flush=True)
         self.strategy = distribute.make_strategy(cfg)
         self.replicas = self.strategy.num_replicas_in_sync
         if cfg.batch_size % self.replicas:

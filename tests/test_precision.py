@@ -69,6 +69,16 @@ def test_a_bfloat16_export_answers_like_a_float32_one(runs, tmp_path):
         assert f32[key].dtype == bf16[key].dtype and f32[key].shape == bf16[key].shape, key
 
 
+def test_bfloat16_on_a_cpu_without_avx512_warns_that_float32_trains_faster():
+    from csae_tf.trainer import precision_warning
+
+    assert "no AVX-512" in precision_warning("mixed_bfloat16", 0, {"avx2", "fma"})
+    assert precision_warning("mixed_bfloat16", 0, {"avx2", "avx512f", "avx512_bf16"}) is None
+    assert precision_warning("mixed_bfloat16", 1, {"avx2"}) is None  # a GPU computes it
+    assert precision_warning("float32", 0, {"avx2"}) is None
+    assert precision_warning("mixed_bfloat16", 0, set()) is None  # flags unknown: no guess
+
+
 def test_gpu_benchmark_without_a_gpu_runs_the_tiny_table_on_cpu_and_says_so(tfds_dir, tmp_path):
     import subprocess
 
