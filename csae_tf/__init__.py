@@ -1,6 +1,7 @@
 """csae-tf: the Classification Supervised Auto-Encoder on predefined evenly-distributed class centroids.
 
-Importing the package registers its Keras classes, so `keras.models.load_model("model.keras")` works.
+Importing the package registers its Keras classes, so `keras.models.load_model("model.keras")` works,
+and turns TensorFlow's oneDNN CPU kernels on where TensorFlow leaves them off: import it before TensorFlow.
 The exceptions are the `csae` command itself and `python -m csae_tf.fit`: they import them (and
 TensorFlow) only once a subcommand runs or the flags are valid, so that `csae --help` and a bad flag
 answer at once.
