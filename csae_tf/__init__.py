@@ -13,7 +13,7 @@ import sys as _sys
 from pathlib import Path as _Path
 
 # TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with AVX-512 VNNI / BF16 or AMX; on
-# AVX2-only CPUs the CSAE training step runs about 1.7x faster with them (docs/guides/performance.md).
+# AVX2-only CPUs CSAE-C trains 1.3-2.5x faster with them (docs/guides/performance.md, CPUs without AVX-512).
 # It reads the switch when it loads, so csae-tf sets it before; TF_ENABLE_ONEDNN_OPTS=0 still turns them off.
 if _platform.machine().lower() in ("x86_64", "amd64"):
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

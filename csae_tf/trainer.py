@@ -67,7 +67,7 @@ def precision_warning(precision: str, gpus: int, flags: set[str]) -> str | None:
     if precision != "mixed_bfloat16" or gpus or not flags or "avx512f" in flags:
         return None
     return ("warning: this CPU has no AVX-512, so TensorFlow computes bfloat16 on its slow fallback (about 10x "
-            "slower than float32 here); --precision float32 trains faster")
+            "slower than float32 on such CPUs); --precision float32 trains faster")
 
 
 def compile_model(model: CSAE, cfg: FitConfig, steps_per_epoch: int, steps_per_execution: int | None = None,
