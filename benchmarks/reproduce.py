@@ -529,12 +529,13 @@ def write_report(args, where) -> str:
 
     table("Table 3: MNIST", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full", "mnist-csae-c-b0.04-cos15aug",
                              "mnist-csae-c-b0.06-full", "mnist-csae-c-b0.1-full", "mnist-csae-c-b0.04-paper",
-                             "mnist-csae-l-full", "mnist-csae-l-paper", "mnist-csae-l-cos30aug",
+                             "mnist-csae-l-full", "mnist-csae-l-all60k", "mnist-csae-l-paper", "mnist-csae-l-cos30aug",
                              "mnist-encoder-only-full", "mnist-basenet-full", "mnist-csae-c-b0-full"],
           "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
           "row's whole budget is in the Budgets table above.")
     table("Table 4: Fashion-MNIST", ["fashion-csae-c-b0.04-full", "fashion-csae-c-b0.04-aug-full",
-                                     "fashion-csae-c-b0.04-aug60", "fashion-csae-l-full", "fashion-csae-l-paper",
+                                     "fashion-csae-c-b0.04-aug60", "fashion-csae-l-full", "fashion-csae-l-all60k",
+                                     "fashion-csae-l-paper",
                                      "fashion-csae-l-cos30aug", "fashion-encoder-only-full", "fashion-basenet-full"])
 
     w("## Table 5: CSAE-C with and without the Laplacian loss (MNIST, β 0.04)\n")
