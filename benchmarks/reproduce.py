@@ -309,13 +309,12 @@ def best_on_validation(recipes: list[list[rowset.Row]], R) -> list[rowset.Row]:
 
 def retrained_on_all(chosen: list[rowset.Row], G: dict, R: dict) -> list[rowset.Row] | None:
     """The rows that ran the recipe `chosen` on the validation hold-out again on the whole training split, if run."""
-    recipe = lambda row: {k: v for k, v in row.fit.items() if k not in ("seed", "validation_split")}  # noqa: E731
-    for g in G.values():
-        row = g[0]
-        if (row.fit.get("validation_split") == 0 and (row.dataset, row.system) == (chosen[0].dataset, chosen[0].system)
-                and recipe(row) == recipe(chosen[0]) and full(g, R)):
-            return g
-    return None
+    def recipe(row: rowset.Row) -> tuple:
+        return row.dataset, row.system, {k: v for k, v in row.fit.items() if k not in ("seed", "validation_split")}
+
+    wanted = recipe(chosen[0])
+    return next((g for g in G.values()
+                 if g[0].fit.get("validation_split") == 0 and recipe(g[0]) == wanted and full(g, R)), None)
 
 
 def twice_std(xs: list[float]) -> float:

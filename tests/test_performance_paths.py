@@ -1,5 +1,7 @@
 """The speed paths of csae_tf (PEDCC solvers, cached splits) give the same answers as the plain ones."""
 
+import os
+import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -121,9 +123,6 @@ def test_onednn_verbose_lines_between_the_markers_are_summed_per_step_and_shape(
 
 def _onednn_state(**env: str) -> list[str]:
     """(TF_ENABLE_ONEDNN_OPTS, whether TensorFlow runs its oneDNN kernels) of a fresh process importing csae_tf."""
-    import os
-    import subprocess
-
     code = ("import os, csae_tf\nfrom tensorflow.python.framework import test_util\n"
             "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), test_util.IsMklEnabled())")
     child = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env
