@@ -94,7 +94,8 @@ class FitConfig:
     steps_per_execution: int = _field(0, "training steps run per call into TensorFlow (0: chosen automatically)")
     precision: str = _field("float32", "compute precision (Keras mixed-precision policy); centroids and losses "
                             "stay float32", PRECISIONS)
-    jit_compile: str = _field("auto", "XLA compilation of the train step: auto uses it on GPUs only", JIT)
+    jit_compile: str = _field("auto", "XLA compilation of the train step: auto uses it on GPUs, and for mixed "
+                              "precision on CPUs without AVX-512", JIT)
     deterministic: bool = _field(False, "TensorFlow op determinism: reruns and resumed runs equal bit for bit")
     seed: int = _field(0, "seed for PEDCC, weights, shuffling, augmentation and noise")
     # --- distribution ---

@@ -209,7 +209,7 @@ class CSAE(keras.Model):
 
     def latent_codes(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         """(z, labels) of every batch of a dataset of (images, labels), the encoder compiled once."""
-        encode = tf.function(self.encode, reduce_retracing=True)
+        encode = tf.function(self.encode, reduce_retracing=True, jit_compile=self.jit_compile is True)
         codes, labels = [], []
         for images, y in dataset:
             codes.append(encode(images).numpy())

@@ -61,20 +61,39 @@ def cpu_flags() -> set[str]:
         return set()
 
 
-def precision_warning(precision: str, gpus: int, flags: set[str]) -> str | None:
+def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str], replicas: int = 1,
+                        deterministic: bool = False) -> bool | str:
+    """`--jit-compile` as Keras' `compile` takes it. `auto` leaves the choice to Keras (XLA on GPUs, not on CPUs,
+    where float32 ran slower with it), except for mixed precision on a CPU without AVX-512: TensorFlow's oneDNN
+    has no bfloat16 or float16 kernels there and its Eigen fallback ran 2.3-8.7x slower than XLA
+    (docs/guides/performance.md). XLA cannot run a mirrored step on CPU devices, nor under op determinism."""
+    if setting != "auto":
+        return setting == "on"
+    if precision != "float32" and not gpus and flags and "avx512f" not in flags and replicas == 1 \
+            and not deterministic:
+        return True
+    return "auto"
+
+
+def precision_warning(precision: str, gpus: int, flags: set[str], xla: bool) -> str | None:
     """Why `precision` will be slow here, if it will: TensorFlow's oneDNN computes bfloat16 only with AVX-512;
-    without it bfloat16 falls back to Eigen, about 10x slower than float32 (docs/guides/performance.md)."""
+    without it bfloat16 runs about 10x slower than float32 on Eigen, and about 1.2x slower through XLA."""
     if precision != "mixed_bfloat16" or gpus or not flags or "avx512f" in flags:
         return None
+    if xla:
+        return ("note: this CPU has no AVX-512, so TensorFlow has no fast bfloat16 kernels for it; csae-tf compiles "
+                "the step with XLA instead (--jit-compile auto), and --precision float32 still trains faster")
     return ("warning: this CPU has no AVX-512, so TensorFlow computes bfloat16 on its slow fallback (about 10x "
-            "slower than float32 on such CPUs); --precision float32 trains faster")
+            "slower than float32 on such CPUs); --precision float32 or --jit-compile auto trains faster")
 
 
 def compile_model(model: CSAE, cfg: FitConfig, steps_per_epoch: int, steps_per_execution: int | None = None,
                   strategy: tf.distribute.Strategy | None = None) -> CSAE:
     """Compile with the run's optimizer and schedule; build the optimizer (its slots distribute like the weights)."""
-    jit = {"auto": "auto", "on": True, "off": False}[cfg.jit_compile]
-    mirrored = strategy is not None and strategy.num_replicas_in_sync > 1
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    jit = resolve_jit_compile(cfg.jit_compile, cfg.precision, len(tf.config.list_physical_devices("GPU")),
+                              cpu_flags(), replicas, cfg.deterministic)
+    mirrored = replicas > 1
     if jit is True and mirrored and not tf.config.list_physical_devices("GPU"):
         raise ConfigError("--jit-compile on does not work under a mirrored strategy on CPU devices (TensorFlow "
                           "reads a CPU:1 resource from CPU:0); use --jit-compile auto")
@@ -147,11 +166,13 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.seed)
         set_precision(cfg.precision)
-        warning = precision_warning(cfg.precision, len(tf.config.list_physical_devices("GPU")), cpu_flags())
-        if warning and self.chief:
-            print(warning, flush=True)
         self.strategy = distribute.make_strategy(cfg)
         self.replicas = self.strategy.num_replicas_in_sync
+        gpus, flags = len(tf.config.list_physical_devices("GPU")), cpu_flags()
+        xla = resolve_jit_compile(cfg.jit_compile, cfg.precision, gpus, flags, self.replicas, cfg.deterministic)
+        warning = precision_warning(cfg.precision, gpus, flags, xla is True)
+        if warning and self.chief:
+            print(warning, flush=True)
         if cfg.batch_size % self.replicas:
             raise ConfigError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {self.replicas} "
                               "replicas")
