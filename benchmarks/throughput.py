@@ -8,7 +8,9 @@ Contenders (`--contenders`, comma-separated):
 - tf: csae-tf's default `python -m csae_tf.fit` path: the trainer's `compile_model` (steps per execution
   chosen automatically) and `data.training_pipeline` over in-memory MNIST, through `model.fit`;
   tf-spe1: the same, one step per execution; tf-xla: with jit_compile=True; tf-bf16: `--precision
-  mixed_bfloat16`.
+  mixed_bfloat16` (`--jit-compile auto`: XLA on CPUs without AVX-512); tf-bf16-eigen: bfloat16 with
+  `--jit-compile off` (TensorFlow's own kernels, Eigen's fallback on CPUs without AVX-512; one step per
+  execution, as a step takes seconds there; not in the default set).
 - torch-cf, torch-cl, torch-compile: benchmarks/pytorch_reference.py in eager mode channels-first (as
   the authors' code runs), eager channels-last, and `torch.compile` (channels-first), fed random
   batches of the same preprocessed in-memory tensors; torch-cl-bf16: channels-last under
@@ -50,7 +52,7 @@ from csae_tf.config import FitConfig  # noqa: E402
 from csae_tf.models import build_model  # noqa: E402
 from csae_tf.trainer import compile_model, set_precision  # noqa: E402
 
-ALL = ("tf", "tf-spe1", "tf-xla", "tf-bf16", "torch-cf", "torch-cl", "torch-compile", "torch-cl-bf16")
+ALL = ("tf", "tf-spe1", "tf-xla", "tf-bf16", "tf-bf16-eigen", "torch-cf", "torch-cl", "torch-compile", "torch-cl-bf16")
 
 
 def forward_flops(image_side: int = 32, channels: int = 1, latent_dim: int = 40) -> int:
@@ -113,10 +115,10 @@ class _Clock(keras.callbacks.Callback):
 
 
 class TFContender:
-    def __init__(self, info, images, labels, test_images, batch: int, spe: int | None, jit: bool,
+    def __init__(self, info, images, labels, test_images, batch: int, spe: int | None, jit: str = "auto",
                  precision: str = "float32"):
         cfg = FitConfig(batch_size=batch, lr=0.05, schedule="cosine", epochs=1000, precision=precision,
-                        jit_compile="on" if jit else "auto")
+                        jit_compile=jit)
         self.batch, self.info = batch, info
         arrays = data.Arrays(images, labels.astype(np.int32))
         steps = len(images) // batch
@@ -129,7 +131,7 @@ class TFContender:
         self.steps = steps
         self.train = data.training_pipeline(arrays, info, batch, seed=0, epochs=10**6)
         self.test = tf.constant(data.to_model_input(test_images[:512], info.image_shape))
-        self.classify = tf.function(self.model.classify, jit_compile=jit)
+        self.classify = tf.function(self.model.classify, jit_compile=self.model.jit_compile is True)
 
     def train_rate(self, seconds: float) -> float:
         clock = _Clock(seconds)
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--manual-dir", default=None)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--contenders", default=",".join(ALL))
+    parser.add_argument("--contenders", default=",".join(c for c in ALL if c != "tf-bf16-eigen"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per contender per round")
     parser.add_argument("--warmup", type=float, default=5.0, help="untimed seconds before the first round")
@@ -233,8 +235,10 @@ def main(argv=None) -> int:
 
     def make(name, batch):
         if name.startswith("tf"):
-            return TFContender(info, images, labels, test_images, batch, 1 if name == "tf-spe1" else None,
-                               name == "tf-xla", "mixed_bfloat16" if name == "tf-bf16" else "float32")
+            return TFContender(info, images, labels, test_images, batch,
+                               1 if name in ("tf-spe1", "tf-bf16-eigen") else None,
+                               {"tf-xla": "on", "tf-bf16-eigen": "off"}.get(name, "auto"),
+                               "mixed_bfloat16" if name.startswith("tf-bf16") else "float32")
         return TorchContender(torch_x, torch_y, torch_tx, batch, name in ("torch-cl", "torch-cl-bf16"),
                               name == "torch-compile", bfloat16=name == "torch-cl-bf16")
 
