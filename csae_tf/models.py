@@ -23,7 +23,7 @@ from csae_tf.layers import (
     ResidualBlock,
     kernel_init,
 )
-from csae_tf.steps import apply_gradients, scale_loss, update_trackers
+from csae_tf.steps import apply_gradients, make_optimizer_variables, scale_loss, update_trackers
 
 METRIC_NAMES = ("loss", "loss1", "loss2", "loss3", "accuracy")
 DIVERGED = "the training loss is not finite"  # the check_numerics message the trainer turns into an error
@@ -242,6 +242,11 @@ class CSAE(keras.Model):
         return count
 
     # --- training ---
+    def fit(self, *args, **kwargs):
+        """Keras' `fit`, its train step traced once (`steps.make_optimizer_variables`)."""
+        make_optimizer_variables(self)
+        return super().fit(*args, **kwargs)
+
     def compute_losses(self, images, labels, z, reconstruction) -> dict:
         """Per-example Loss1, Loss2, Loss3, their weighted sum and correctness, all float32."""
         z = tf.cast(z, tf.float32)

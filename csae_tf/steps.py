@@ -34,6 +34,15 @@ def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=N
     optimizer.apply_gradients(zip(grads, variables))
 
 
+def make_optimizer_variables(model: keras.Model) -> None:
+    """Make the optimizer's variables now, in the model's strategy, unless they exist: a `tf.function` that makes
+    variables while it traces is traced again, so an optimizer left to build lazily would cost the first `fit`
+    a second trace of the whole train step (seconds on a CPU)."""
+    if model.built and model.optimizer is not None and not model.optimizer.built:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+
+
 def update_trackers(trackers: dict, values: dict) -> dict:
     """Feed per-example (or scalar) values to their `keras.metrics.Mean` trackers; return the results."""
     for name, tracker in trackers.items():

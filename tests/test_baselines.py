@@ -56,6 +56,16 @@ def test_a_few_steps_on_mnist_lower_the_loss_of_every_stage(name, mnist):
         assert np.isfinite(after) and after < before, (name, stage, before, after)
 
 
+def test_the_first_fit_of_a_comparison_system_traces_its_train_step_once(mnist, monkeypatch):
+    traces = []
+    train_step = BaseNet.train_step
+    monkeypatch.setattr(BaseNet, "train_step", lambda self, data: traces.append(1) or train_step(self, data))
+    model = build("basenet")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(batches(mnist[0][:64], mnist[1][:64]), epochs=1, verbose=0)
+    assert len(traces) == 1
+
+
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_keras_round_trip_gives_identical_outputs(name, mnist, tmp_path):
     x, y = mnist[0][:64], mnist[1][:64]

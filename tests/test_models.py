@@ -57,6 +57,18 @@ def test_a_few_steps_lower_every_loss(arch):
     assert after["accuracy"] > 0.9
 
 
+def test_the_first_fit_traces_the_train_step_once(monkeypatch):
+    # An optimizer built lazily makes variables inside the traced step, and TensorFlow then traces it again
+    traces = []
+    train_step = CSAE.train_step
+    monkeypatch.setattr(CSAE, "train_step", lambda self, data: traces.append(1) or train_step(self, data))
+    x, y = toy_data(64)
+    model = small_model()
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert len(traces) == 1
+
+
 def test_three_channel_images_are_supported():
     x, y = toy_data(64, channels=3)
     model = small_model(channels=3)

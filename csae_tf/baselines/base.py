@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.steps import apply_gradients, update_trackers
+from csae_tf.steps import apply_gradients, make_optimizer_variables, update_trackers
 
 
 class Baseline:
@@ -32,6 +32,11 @@ class Baseline:
         if not self.compiled:
             self.compile(optimizer=self.default_optimizer())
         return self.fit(dataset, epochs=epochs, verbose=verbose).history
+
+    def fit(self, *args, **kwargs):
+        """Keras' `fit`, its train step traced once (`steps.make_optimizer_variables`)."""
+        make_optimizer_variables(self)
+        return super().fit(*args, **kwargs)
 
     def set_stage(self, stage: int) -> None:
         """For systems trained in stages: select the stage (1, 2, ...) that `fit` trains; recompiles."""
