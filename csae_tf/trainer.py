@@ -65,7 +65,7 @@ def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str]
                         deterministic: bool = False) -> bool | str:
     """`--jit-compile` as Keras' `compile` takes it. `auto` leaves the choice to Keras (XLA on GPUs, not on CPUs,
     where float32 ran slower with it), except for mixed precision on a CPU without AVX-512: TensorFlow's oneDNN
-    has no bfloat16 or float16 kernels there and its Eigen fallback ran 2.3-8.7x slower than XLA
+    has no bfloat16 or float16 kernels there and its Eigen fallback ran 2.3-10x slower than XLA
     (docs/guides/performance.md). XLA cannot run a mirrored step on CPU devices, nor under op determinism."""
     if setting != "auto":
         return setting == "on"
@@ -77,7 +77,7 @@ def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str]
 
 def precision_warning(precision: str, gpus: int, flags: set[str], xla: bool) -> str | None:
     """Why `precision` will be slow here, if it will: TensorFlow's oneDNN computes bfloat16 only with AVX-512;
-    without it bfloat16 runs about 10x slower than float32 on Eigen, and about 1.2x slower through XLA."""
+    without it bfloat16 runs about 10x slower than float32 on Eigen, and 1.2-1.4x slower through XLA."""
     if precision != "mixed_bfloat16" or gpus or not flags or "avx512f" in flags:
         return None
     if xla:
@@ -168,11 +168,6 @@ class Trainer:
         set_precision(cfg.precision)
         self.strategy = distribute.make_strategy(cfg)
         self.replicas = self.strategy.num_replicas_in_sync
-        gpus, flags = len(tf.config.list_physical_devices("GPU")), cpu_flags()
-        xla = resolve_jit_compile(cfg.jit_compile, cfg.precision, gpus, flags, self.replicas, cfg.deterministic)
-        warning = precision_warning(cfg.precision, gpus, flags, xla is True)
-        if warning and self.chief:
-            print(warning, flush=True)
         if cfg.batch_size % self.replicas:
             raise ConfigError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {self.replicas} "
                               "replicas")
@@ -189,6 +184,10 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_model(cfg, self.info.num_classes, self.info.image_shape)
             compile_model(self.model, cfg, self.steps_per_epoch, strategy=self.strategy)
+        warning = precision_warning(cfg.precision, len(tf.config.list_physical_devices("GPU")), cpu_flags(),
+                                    xla=self.model.jit_compile is True)
+        if warning and self.chief:
+            print(warning, flush=True)
         return self.model
 
     def restore(self) -> tuple[int, int]:
