@@ -8,9 +8,10 @@ Contenders (`--contenders`, comma-separated):
 - tf: csae-tf's default `python -m csae_tf.fit` path: the trainer's `compile_model` (steps per execution
   chosen automatically) and `data.training_pipeline` over in-memory MNIST, through `model.fit`;
   tf-spe1: the same, one step per execution; tf-xla: with jit_compile=True; tf-bf16: `--precision
-  mixed_bfloat16` (`--jit-compile auto`: XLA on CPUs without AVX-512); tf-bf16-eigen: bfloat16 with
-  `--jit-compile off` (TensorFlow's own kernels, Eigen's fallback on CPUs without AVX-512; one step per
-  execution, as a step takes seconds there; not in the default set).
+  mixed_bfloat16` (`--jit-compile auto`: XLA on CPUs without AVX-512); tf-f16: `--precision mixed_float16`
+  (the same); tf-bf16-noxla, tf-f16-noxla: with `--jit-compile off` (TensorFlow's own kernels: Eigen's slow
+  fallback on CPUs without AVX-512; one step per execution, as a step can take seconds; not in the default
+  set).
 - torch-cf, torch-cl, torch-compile: benchmarks/pytorch_reference.py in eager mode channels-first (as
   the authors' code runs), eager channels-last, and `torch.compile` (channels-first), fed random
   batches of the same preprocessed in-memory tensors; torch-cl-bf16: channels-last under
@@ -52,7 +53,10 @@ from csae_tf.config import FitConfig  # noqa: E402
 from csae_tf.models import build_model  # noqa: E402
 from csae_tf.trainer import compile_model, set_precision  # noqa: E402
 
-ALL = ("tf", "tf-spe1", "tf-xla", "tf-bf16", "tf-bf16-eigen", "torch-cf", "torch-cl", "torch-compile", "torch-cl-bf16")
+ALL = ("tf", "tf-spe1", "tf-xla", "tf-bf16", "tf-f16", "tf-bf16-noxla", "tf-f16-noxla", "torch-cf", "torch-cl",
+       "torch-compile", "torch-cl-bf16")
+PRECISION = {"tf-bf16": "mixed_bfloat16", "tf-bf16-noxla": "mixed_bfloat16", "tf-f16": "mixed_float16",
+             "tf-f16-noxla": "mixed_float16"}
 
 
 def forward_flops(image_side: int = 32, channels: int = 1, latent_dim: int = 40) -> int:
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--manual-dir", default=None)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--contenders", default=",".join(c for c in ALL if c != "tf-bf16-eigen"))
+    parser.add_argument("--contenders", default=",".join(c for c in ALL if not c.endswith("-noxla")))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per contender per round")
     parser.add_argument("--warmup", type=float, default=5.0, help="untimed seconds before the first round")
@@ -235,10 +239,10 @@ def main(argv=None) -> int:
 
     def make(name, batch):
         if name.startswith("tf"):
-            return TFContender(info, images, labels, test_images, batch,
-                               1 if name in ("tf-spe1", "tf-bf16-eigen") else None,
-                               {"tf-xla": "on", "tf-bf16-eigen": "off"}.get(name, "auto"),
-                               "mixed_bfloat16" if name.startswith("tf-bf16") else "float32")
+            noxla = name.endswith("-noxla")
+            return TFContender(info, images, labels, test_images, batch, 1 if name == "tf-spe1" or noxla else None,
+                               "on" if name == "tf-xla" else "off" if noxla else "auto",
+                               PRECISION.get(name, "float32"))
         return TorchContender(torch_x, torch_y, torch_tx, batch, name in ("torch-cl", "torch-cl-bf16"),
                               name == "torch-compile", bfloat16=name == "torch-cl-bf16")
 
