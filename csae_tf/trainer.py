@@ -65,7 +65,7 @@ def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str]
                         deterministic: bool = False) -> bool | str:
     """`--jit-compile` as Keras' `compile` takes it. `auto` leaves the choice to Keras (XLA on GPUs, not on CPUs,
     where float32 ran slower with it), except for mixed precision on a CPU without AVX-512: TensorFlow's oneDNN
-    has no bfloat16 or float16 kernels there and its Eigen fallback ran 2.3-10x slower than XLA
+    has no bfloat16 or float16 kernels there and its Eigen fallback ran 2-10x slower than XLA
     (docs/guides/performance.md). XLA cannot run a mirrored step on CPU devices, nor under op determinism."""
     if setting != "auto":
         return setting == "on"
