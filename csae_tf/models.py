@@ -23,7 +23,7 @@ from csae_tf.layers import (
     ResidualBlock,
     kernel_init,
 )
-from csae_tf.steps import apply_gradients, make_optimizer_variables, scale_loss, update_trackers
+from csae_tf.steps import OptimizerBuiltBeforeFit, apply_gradients, scale_loss, update_trackers
 
 METRIC_NAMES = ("loss", "loss1", "loss2", "loss3", "accuracy")
 DIVERGED = "the training loss is not finite"  # the check_numerics message the trainer turns into an error
@@ -79,7 +79,7 @@ def build_decoder(arch: str = _DEFAULTS.arch, image_shape: tuple = (32, 32, 1), 
 
 
 @keras.saving.register_keras_serializable(package="csae_tf")
-class CSAE(keras.Model):
+class CSAE(OptimizerBuiltBeforeFit, keras.Model):
     """Classification Supervised Auto-Encoder on predefined evenly-distributed class centroids.
 
     Takes its parts like keras-io's `VAE(encoder, decoder)`: any encoder from images to (batch, d)
@@ -242,11 +242,6 @@ class CSAE(keras.Model):
         return count
 
     # --- training ---
-    def fit(self, *args, **kwargs):
-        """Keras' `fit`, its train step traced once (`steps.make_optimizer_variables`)."""
-        make_optimizer_variables(self)
-        return super().fit(*args, **kwargs)
-
     def compute_losses(self, images, labels, z, reconstruction) -> dict:
         """Per-example Loss1, Loss2, Loss3, their weighted sum and correctness, all float32."""
         z = tf.cast(z, tf.float32)

@@ -34,13 +34,16 @@ def apply_gradients(model: keras.Model, tape: tf.GradientTape, loss, variables=N
     optimizer.apply_gradients(zip(grads, variables))
 
 
-def make_optimizer_variables(model: keras.Model) -> None:
-    """Make the optimizer's variables now, in the model's strategy, unless they exist: a `tf.function` that makes
-    variables while it traces is traced again, so an optimizer left to build lazily would cost the first `fit`
-    a second trace of the whole train step (seconds on a CPU)."""
-    if model.built and model.optimizer is not None and not model.optimizer.built:
-        with model.distribute_strategy.scope():
-            model.optimizer.build(model.trainable_variables)
+class OptimizerBuiltBeforeFit:
+    """Mixin (before `keras.Model`): `fit` makes the optimizer's variables first, in the model's strategy. A
+    `tf.function` that makes variables while it traces is traced again, so an optimizer left to build lazily
+    would cost the first `fit` a second trace of the whole train step (seconds on a CPU)."""
+
+    def fit(self, *args, **kwargs):
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        return super().fit(*args, **kwargs)
 
 
 def update_trackers(trackers: dict, values: dict) -> dict:

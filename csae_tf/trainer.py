@@ -13,6 +13,7 @@ once, for the final `test_*` figures of `metrics.json`.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -52,13 +53,20 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux' /proc/cpuinfo; empty where it cannot be read)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux' /proc/cpuinfo, read once; empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+            return next((frozenset(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")),
+                        frozenset())
     except OSError:
-        return set()
+        return frozenset()
+
+
+def _cpu_without_avx512(gpus: int, flags: set[str]) -> bool:
+    """Training runs on a CPU known to lack AVX-512, where TensorFlow has no fast bfloat16 or float16 kernels."""
+    return not gpus and bool(flags) and "avx512f" not in flags
 
 
 def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str], replicas: int = 1,
@@ -69,16 +77,14 @@ def resolve_jit_compile(setting: str, precision: str, gpus: int, flags: set[str]
     (docs/guides/performance.md). XLA cannot run a mirrored step on CPU devices, nor under op determinism."""
     if setting != "auto":
         return setting == "on"
-    if precision != "float32" and not gpus and flags and "avx512f" not in flags and replicas == 1 \
-            and not deterministic:
-        return True
-    return "auto"
+    slow_kernels = precision != "float32" and _cpu_without_avx512(gpus, flags)
+    return True if slow_kernels and replicas == 1 and not deterministic else "auto"
 
 
 def precision_warning(precision: str, gpus: int, flags: set[str], xla: bool) -> str | None:
     """Why `precision` will be slow here, if it will: TensorFlow's oneDNN computes bfloat16 only with AVX-512;
     without it bfloat16 runs about 10x slower than float32 on Eigen, and 1.2-1.4x slower through XLA."""
-    if precision != "mixed_bfloat16" or gpus or not flags or "avx512f" in flags:
+    if precision != "mixed_bfloat16" or not _cpu_without_avx512(gpus, flags):
         return None
     if xla:
         return ("note: this CPU has no AVX-512, so TensorFlow has no fast bfloat16 kernels for it; csae-tf compiles "
@@ -91,10 +97,9 @@ def compile_model(model: CSAE, cfg: FitConfig, steps_per_epoch: int, steps_per_e
                   strategy: tf.distribute.Strategy | None = None) -> CSAE:
     """Compile with the run's optimizer and schedule; build the optimizer (its slots distribute like the weights)."""
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    jit = resolve_jit_compile(cfg.jit_compile, cfg.precision, len(tf.config.list_physical_devices("GPU")),
-                              cpu_flags(), replicas, cfg.deterministic)
-    mirrored = replicas > 1
-    if jit is True and mirrored and not tf.config.list_physical_devices("GPU"):
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    jit = resolve_jit_compile(cfg.jit_compile, cfg.precision, gpus, cpu_flags(), replicas, cfg.deterministic)
+    if jit is True and replicas > 1 and not gpus:
         raise ConfigError("--jit-compile on does not work under a mirrored strategy on CPU devices (TensorFlow "
                           "reads a CPU:1 resource from CPU:0); use --jit-compile auto")
     spe = steps_per_execution or cfg.steps_per_execution or auto_steps_per_execution(steps_per_epoch, cfg.save_freq)

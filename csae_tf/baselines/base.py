@@ -10,10 +10,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from csae_tf.steps import apply_gradients, make_optimizer_variables, update_trackers
+from csae_tf.steps import OptimizerBuiltBeforeFit, apply_gradients, update_trackers
 
 
-class Baseline:
+class Baseline(OptimizerBuiltBeforeFit):
     """Mixin for the comparison systems (used as `class X(Baseline, keras.Model)`).
 
     Images are float32 (B, H, W, C) in [-1, 1], labels int32 (B,), as `csae_tf.data` yields them.
@@ -32,11 +32,6 @@ class Baseline:
         if not self.compiled:
             self.compile(optimizer=self.default_optimizer())
         return self.fit(dataset, epochs=epochs, verbose=verbose).history
-
-    def fit(self, *args, **kwargs):
-        """Keras' `fit`, its train step traced once (`steps.make_optimizer_variables`)."""
-        make_optimizer_variables(self)
-        return super().fit(*args, **kwargs)
 
     def set_stage(self, stage: int) -> None:
         """For systems trained in stages: select the stage (1, 2, ...) that `fit` trains; recompiles."""
