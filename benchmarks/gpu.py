@@ -8,9 +8,9 @@ batches padded and scaled on the device) for `--seconds` after a warm-up: float3
 mixed_float16 (loss scaling), XLA on and off, batch 128 to 4,096, and 1 vs 2 replicas (MirroredStrategy)
 when two GPUs are visible. Then `benchmarks/time_to_accuracy.py` with the fastest row's precision.
 
-On a machine without a GPU it says so and runs the same table at tiny sizes on the CPU (batches 8 and 16,
-one step per execution for 0.2 s per row, 256 training images, no time-to-accuracy run), so that the script
-itself is checked anywhere; those figures say nothing about a GPU.
+On a machine without a GPU it says so and runs the same table at tiny sizes on the CPU (batches 8 and 16
+unless `--batch-sizes` says otherwise, one step per execution for 0.2 s per row, 256 training images, no
+time-to-accuracy run), so that the script itself is checked anywhere; those figures say nothing about a GPU.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--manual-dir", default=None)
     parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per row on a GPU")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512, 1024, 4096])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="batch sizes of the table (default: 128 512 1024 4096 on a GPU, 8 16 on the CPU)")
     parser.add_argument("--output", default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
 
@@ -91,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
         print(f"{len(gpus)} GPU(s): {', '.join(g.name for g in gpus)}", flush=True)
-        batches, seconds, limit, spe = args.batch_sizes, args.seconds, None, None
+        batches, seconds, limit, spe = args.batch_sizes or [128, 512, 1024, 4096], args.seconds, None, None
     else:
         print("no GPU visible: running the same table at tiny sizes on the CPU, to check the script; "
               "these figures say nothing about a GPU", flush=True)
-        batches, seconds, limit, spe = [8, 16], 0.2, 256, 1
+        batches, seconds, limit, spe = args.batch_sizes or [8, 16], 0.2, 256, 1
     builder = data.prepare("mnist", args.data_dir, args.manual_dir)
     info = data.describe(builder, "conv")
     arrays = data.read_split(builder, "train", limit=limit)

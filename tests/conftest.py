@@ -64,12 +64,31 @@ SMALL_RUN = ["--epochs", "4", "--batch-size", "16", "--optimizer", "adam", "--lr
 
 @pytest.fixture(scope="session")
 def small_run(tfds_dir, tmp_path_factory, worker_id) -> Path:
-    """A finished MNIST run (1,000 training / 200 test images, SMALL_RUN), shared by the test modules."""
+    """A finished MNIST run (1,000 training / 200 test images, SMALL_RUN, TensorBoard images every epoch),
+    shared by the test modules."""
     def build(out):
-        result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1000, test=200), *SMALL_RUN, "--output", str(out))
+        result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1000, test=200), *SMALL_RUN, "--image-every", "1",
+                         "--output", str(out))
         assert result.returncode == 0, result.stderr[-3000:]
 
     return built_once(tmp_path_factory, worker_id, "small_run", build)
+
+
+# 2 epochs of 2,000 MNIST images (166 held out) at batch 64, tested on the whole test split
+FIT_2000 = ["--epochs", "2", "--batch-size", "64", "--lr", "0.05", "--schedule", "cosine", "--verbose", "2"]
+
+
+@pytest.fixture(scope="session")
+def mnist_2000_run(tfds_dir, tmp_path_factory, worker_id) -> Path:
+    """A finished float32 run of FIT_2000 (test_fit's subject, test_precision's reference); its stderr is
+    saved beside it as `mnist_2000_run.stderr`."""
+    def build(out):
+        result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FIT_2000, "--output", str(out),
+                         timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out.with_suffix(".stderr").write_text(result.stderr)
+
+    return built_once(tmp_path_factory, worker_id, "mnist_2000_run", build)
 
 
 @pytest.fixture(scope="session")
@@ -110,8 +129,8 @@ def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> lis
 
 # The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take
 # whole modules in collection order, end together instead of one finishing a long module alone.
-SLOW_FIRST = ("test_resume", "test_evaluate", "test_distribute", "test_fit", "test_precision", "test_tuning",
-              "test_compare", "test_export", "test_ood", "test_classify", "test_baselines")
+SLOW_FIRST = ("test_resume", "test_tuning", "test_baselines", "test_fit", "test_precision", "test_evaluate",
+              "test_distribute", "test_compare", "test_export", "test_ood", "test_classify")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,37 +1,40 @@
 """`csae_tf.evaluate`, `csae_tf.generate` and `csae_tf.extrapolate` on briefly trained real-MNIST runs."""
 
 import json
+import shutil
 import tracemalloc
 
 import keras
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, mnist_args, run_cli
+from conftest import SHARED_DATA, SMALL_RUN, mnist_args, run_cli
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
 from csae_tf import data, evaluate, extrapolate, generate
+from csae_tf.config import FitConfig
 
-# 375 SGD steps: enough for the decoder to draw digits (measured: 96% test accuracy, 99% of generated
-# samples classified as their class); 2 epochs of 2000 images leave it drawing blanks.
-FAST = ["--batch-size", "32", "--lr", "0.05", "--schedule", "cosine", "--verbose", "2"]
+# The shared small run (conftest's SMALL_RUN: 250 Adam steps at batch 16) is enough for the decoder to draw
+# digits: measured 96% test accuracy and 82.5% of generated samples classified as their class; 2 epochs of
+# 2000 images at batch 64 leave it drawing blanks.
+
 EMNIST = SHARED_DATA / "emnist_letters" / "emnist_letters_train_balanced5200.npz"
 
 
 @pytest.fixture(scope="module")
-def full_run(tfds_dir, tmp_path_factory):
+def full_run(small_run, tmp_path_factory):
+    """A copy of the shared small MNIST run (its decoder draws well enough), for the files these commands add."""
     out = tmp_path_factory.mktemp("eval") / "mnist"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=4000, test=500), *FAST, "--epochs", "3",
-                     "--output", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copytree(small_run, out)
     return out
 
 
 @pytest.fixture(scope="module")
 def digits_0_to_4_run(tfds_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "mnist_0to4"
-    # ~4,100 images of digits 0-4, 384 steps: like `full_run`, enough for the decoder to draw (with ~50
-    # steps it draws blanks and seen and held-out errors are equal).
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=8000, test=1000), *FAST, "--epochs", "3",
+    # ~950 training images of digits 0-4, SMALL_RUN's ~240 steps at batch 16: enough for the decoder to draw
+    # (with ~50 steps it draws blanks and seen and held-out errors are equal). Measured MSE: held-out digits
+    # 0.188, seen ones 0.146 (1.29x; the test asks for 1.1x).
+    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=2000, test=1000), *SMALL_RUN,
                      "--classes", "0,1,2,3,4", "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     return out
@@ -49,8 +52,9 @@ def test_evaluate_writes_every_file_and_prints_a_report(evaluated):
     for name in ("evaluation.json", "confusion.png", "distances.png", "reconstruction.png", "generated.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "evaluation.json").read_text())
-    assert report["num_images"] == 500
-    assert np.array(report["confusion_matrix"]).sum() == 500
+    tested = FitConfig.load(out.parent / "config.json").test_limit
+    assert report["num_images"] == tested
+    assert np.array(report["confusion_matrix"]).sum() == tested
     assert np.array(report["class_mean_distances"]).shape == np.array(report["pedcc_distances"]).shape == (10, 10)
     for key in ("loss", "loss1", "loss2", "loss3"):
         assert np.isfinite(report[key]) and report[key] > 0, key
@@ -61,7 +65,8 @@ def test_evaluate_accuracy_equals_model_classify_on_the_same_images(evaluated, f
     report = json.loads((evaluated[0] / "evaluation.json").read_text())
     model = keras.models.load_model(full_run / "model.keras")
     builder = data.prepare("mnist", str(tfds_dir))
-    images, labels = data.as_numpy(data.load_split(builder, "test", limit=500).batch(500))
+    tested = FitConfig.load(full_run / "config.json").test_limit
+    images, labels = data.as_numpy(data.load_split(builder, "test", limit=tested).batch(tested))
     predicted = np.asarray(model.classify(data.to_model_input(images, (32, 32, 1)))[0])
     assert report["accuracy"] == pytest.approx(float(np.mean(predicted == labels)), abs=1e-9)
     assert report["accuracy"] == pytest.approx(report["evaluate_accuracy"], abs=1e-6)
@@ -92,8 +97,8 @@ def test_generated_samples_are_classified_as_their_class_for_a_clear_majority(fu
     assert generate.main(["--run", str(full_run), "--seed", "1", "--per-class", "20",
                           "--output", str(full_run / "gen.png"), "--classify"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    # Measured 0.99 on this fixture; chance is 0.10.
-    assert report["classified_as_their_class"] > 0.8
+    # Measured 0.825 on this fixture (0.99 after 375 SGD steps at batch 32); chance is 0.10.
+    assert report["classified_as_their_class"] > 0.7
 
 
 def test_extrapolate_error_is_larger_on_held_out_digits_than_on_trained_ones(digits_0_to_4_run):

@@ -6,25 +6,20 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import MNIST_FILES, mnist_args, run_cli
+from conftest import FIT_2000, MNIST_FILES, mnist_args, run_cli
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
 from csae_tf.config import ConfigError, FitConfig
 
-FAST = ["--epochs", "2", "--batch-size", "64", "--lr", "0.05", "--schedule", "cosine", "--verbose", "2"]
-
 
 @pytest.fixture(scope="module")
-def finished_run(tfds_dir, tmp_path_factory):
-    """2 epochs on 2,000 training images (166 of them held out), tested on the whole test split."""
-    out = tmp_path_factory.mktemp("run") / "mnist"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FAST, "--output", str(out), timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+def finished_run(mnist_2000_run):
+    """FIT_2000: 2 epochs on 2,000 training images (166 of them held out), tested on the whole test split."""
+    return mnist_2000_run
 
 
 def test_fit_writes_every_output_file(finished_run):
-    out, _ = finished_run
+    out = finished_run
     for name in ("model.keras", "config.json", "centroids.npy", "history.csv", "metrics.json", "logs"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -37,20 +32,20 @@ def test_fit_writes_every_output_file(finished_run):
 
 def test_two_epochs_on_2000_images_beat_chance_by_far(finished_run):
     # Measured 0.93-0.95 on this setup; chance is 0.10.
-    out, _ = finished_run
+    out = finished_run
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.75
 
 
 def test_saved_model_loads_and_its_centroids_match_the_saved_file(finished_run):
-    out, _ = finished_run
+    out = finished_run
     model = keras.models.load_model(out / "model.keras")
     np.testing.assert_array_equal(model.pedcc.centroids.numpy(), np.load(out / "centroids.npy"))
 
 
 def test_rerun_of_a_finished_run_reports_instead_of_training(finished_run, tfds_dir):
-    out, _ = finished_run
+    out = finished_run
     before = (out / "model.keras").stat().st_mtime
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FAST, "--output", str(out))
+    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FIT_2000, "--output", str(out))
     assert result.returncode == 0
     assert "finished run" in result.stdout
     assert (out / "model.keras").stat().st_mtime == before
@@ -121,8 +116,8 @@ def test_datasets_with_identically_named_files_do_not_mix_in_one_data_dir(tfds_d
 
 def test_validation_metrics_cover_the_held_out_images_and_test_the_whole_test_split(finished_run):
     """val_* (every epoch) read all 166 held-out training images; metrics.json's test_* all 10,000 test images."""
-    out, result = finished_run
-    assert "ran out of data" not in result.stderr
+    out = finished_run
+    assert "ran out of data" not in out.with_suffix(".stderr").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_validation"] == 2000 // 12 == 166 and metrics["num_test"] == 10_000
     accuracies = [float(r["val_accuracy"]) for r in csv.DictReader(open(out / "history.csv"))]

@@ -172,6 +172,7 @@ def test_killed_twice_and_rerun_ends_with_the_uninterrupted_weights_bit_for_bit(
     a, b = saved_weights(reference), saved_weights(out)
     assert [k for k in a if "optimizer" in k], "model.keras holds no optimizer slots"
     assert largest_difference(a, b) == 0.0, kills
+    assert not list((out / "checkpoints").glob("*.tmp*"))  # no half-written file left by a kill
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -17,23 +17,18 @@ from conftest import free_ports, mnist_args, run_cli
 
 from csae_tf import viz
 
-TRAIN, TEST, EPOCHS = 1000, 300, 2
+TRAIN, EPOCHS = 1000, 4  # conftest's small_run: SMALL_RUN (Adam, constant lr 1e-3) with --image-every 1
 VALIDATION = TRAIN // 12  # the default --validation-split holds out 1 image in 12: what the projector shows
 MNIST_SHAPE = (28, 28, 1)
 SCALARS = ("loss", "loss1", "loss2", "loss3", "accuracy")
 IMAGE_TAGS = ("reconstruction", "generated", "class_mean_distances", "pedcc_distances")
 HPARAMS = {"dataset": "mnist", "arch": "conv", "latent_dim": 40.0, "beta": 0.04, "lambda1": 1.0, "lambda2": 0.02,
-           "optimizer": "sgd"}
+           "optimizer": "adam"}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tfds_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tb") / "mnist"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=TRAIN, test=TEST), "--epochs", str(EPOCHS),
-                     "--batch-size", "64", "--lr", "0.05", "--verbose", "2", "--image-every", "1",
-                     "--output", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+def run_dir(small_run):
+    return small_run
 
 
 def _multiplexer(logdir: Path):
@@ -76,7 +71,7 @@ def test_loss_accuracy_and_learning_rate_are_logged_each_epoch_for_train_and_val
             values = _values(mux, run, f"epoch_{name}")
             assert len(values) == EPOCHS, (run, name)
             assert all(math.isfinite(v) for v in values), (run, name, values)
-    assert _values(mux, "train", "epoch_learning_rate") == pytest.approx([0.05] * EPOCHS)
+    assert _values(mux, "train", "epoch_learning_rate") == pytest.approx([0.001] * EPOCHS)
     # Loss1 (centroid MSE) must fall as the classes gather round their centroids.
     assert _values(mux, "train", "epoch_loss1")[-1] < _values(mux, "train", "epoch_loss1")[0]
 
@@ -134,9 +129,10 @@ def test_image_every_zero_writes_no_images_but_keeps_scalars(tfds_dir, tmp_path)
 # --- the real TensorBoard server ---
 
 @pytest.fixture(scope="module")
-def server(run_dir):
+def server(run_dir, tmp_path_factory):
     port = free_ports(1)[0]
-    log = open(run_dir / "tensorboard.log", "w")
+    log_path = tmp_path_factory.mktemp("tensorboard") / "tensorboard.log"
+    log = open(log_path, "w")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(run_dir / "logs"), "--host", "127.0.0.1",
          "--port", str(port), "--reload_interval", "1"],
@@ -145,7 +141,7 @@ def server(run_dir):
     try:
         deadline = time.time() + 120
         while True:
-            assert process.poll() is None, (run_dir / "tensorboard.log").read_text()[-2000:]
+            assert process.poll() is None, log_path.read_text()[-2000:]
             try:
                 tags = _get(base, "/data/plugin/scalars/tags")
                 if {"train", "validation"} <= set(tags):
