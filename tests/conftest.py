@@ -19,7 +19,22 @@ MNIST_FILES = SHARED_DATA / "mnist"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import csae_tf  # noqa: E402, F401  (before any test module loads TensorFlow: it sets TensorFlow's oneDNN switch)
+
+def _import_csae_tf_quietly() -> None:
+    """Import csae_tf (and so TensorFlow) with stderr's descriptor on /dev/null: TF 2.21 prints a few INFO
+    lines through absl while its libraries load, whatever TF_CPP_MIN_LOG_LEVEL says (as in `csae_tf.cli`)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import csae_tf  # noqa: F401  (before any test module loads TensorFlow: it sets TensorFlow's oneDNN switch)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+_import_csae_tf_quietly()
 
 
 def _shared_root(tmp_path_factory, worker_id: str) -> Path:
