@@ -353,3 +353,24 @@ def test_the_csae_l_sweep_names_its_best_variant_on_validation_and_weighs_it_aga
     assert "`--flag 1`, 97.90% against the recipe's 97.80%" in close and "within validation noise" in close
     ahead = reproduce.csae_l_sweep(_sweep_csv(tmp_path / "b.csv", 0.978, [0.990, 0.979]), tmp_path)
     assert "`--flag 0`" in ahead and "ahead by more than validation noise" in ahead
+
+
+def test_the_csae_l_sweep_starts_from_the_recipes_row_and_skips_variants_already_in_its_csv(tmp_path, capsys):
+    import csae_l_sweep
+
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "fashion-csae-l-full-s0.json").write_text(json.dumps(
+        {"val_accuracy": 0.89221, "accuracy": 0.8894, "command": ["python -m csae_tf.fit ..."],
+         "date": "2026-12-02T19:04:24+00:00", "machine": "test"}))
+    out = tmp_path / "csae_l_sweep_fashion.csv"
+    with out.open("w", newline="") as f:  # one variant already ran: nothing is trained again
+        csv.DictWriter(f, csae_l_sweep.FIELDS).writeheader()
+        csv.DictWriter(f, csae_l_sweep.FIELDS).writerow({"variant": "cos", "flags": "--schedule cosine"})
+    assert csae_l_sweep.main(["--dataset", "fashion_mnist", "--variants", "cos", "--results", str(tmp_path)]) == 0
+    assert "cos: in csae_l_sweep_fashion.csv already, skipped" in capsys.readouterr().out
+
+    out.unlink()  # a new sweep writes the recipe's own row first
+    assert csae_l_sweep.main(["--dataset", "fashion_mnist", "--variants", "--results", str(tmp_path)]) == 0
+    with out.open() as f:
+        (recipe,) = list(csv.DictReader(f))
+    assert recipe["variant"] == "baseline (fashion-csae-l-full-s0)" and recipe["val_accuracy"] == "0.8922"
