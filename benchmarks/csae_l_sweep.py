@@ -30,7 +30,7 @@ from reproduce import machine  # noqa: E402  (the reproduction's description of 
 FIELDS = ("variant", "flags", "val_accuracy", "test_accuracy", "command", "date", "machine")
 RECIPE = ["--preset", "paper-l", "--epochs", "30"]
 SHORT = {"mnist": "mnist", "fashion_mnist": "fashion"}
-VARIANTS = {  # name: flags added to the recipe (the MNIST sweep ran all of them, the Fashion-MNIST one the first 11)
+VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its sweep ran)
     "cos": "--schedule cosine",
     "lr5e-4": "--lr 5e-4",
     "b0": "--beta 0",
@@ -42,6 +42,8 @@ VARIANTS = {  # name: flags added to the recipe (the MNIST sweep ran all of them
     "ep15": "--epochs 15",
     "bs256": "--batch-size 256",
     "cos60": "--schedule cosine --epochs 60",
+    "cos-b0.2": "--schedule cosine --beta 0.2",
+    "lr5e-4cos": "--lr 5e-4 --schedule cosine",
     "wd1e-4": "--weight-decay 1e-4",
     "wd1e-4cos": "--weight-decay 1e-4 --schedule cosine",
     "b0.02": "--beta 0.02",
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
         with out.open("a", newline="") as f:
             csv.DictWriter(f, FIELDS).writerow({
                 "variant": name, "flags": " ".join(flags), "val_accuracy": round(metrics["val_accuracy"], 4),
-                "test_accuracy": metrics["test_accuracy"], "command": shown,
+                "test_accuracy": round(metrics["test_accuracy"], 4), "command": shown,
                 "date": datetime.date.today().isoformat(), "machine": where})
         print(f"{name}: validation {metrics['val_accuracy']:.4f}", flush=True)
     return 0

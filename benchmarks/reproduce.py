@@ -443,7 +443,7 @@ def goals(G: dict, R: dict, where) -> list[str]:
     return out
 
 
-def csae_l_sweep(sweep: Path, report_dir: Path, name: str = "MNIST") -> str:
+def csae_l_sweep(sweep: Path, report_dir: Path, dataset: str = "mnist") -> str:
     """What the CSAE-L recipe variants in `sweep` (CSV, the recipe itself first) show, judged on validation."""
     with sweep.open() as f:
         recipe, *variants = ({k: (float(v) if k.endswith("accuracy") else v) for k, v in r.items()}
@@ -455,7 +455,9 @@ def csae_l_sweep(sweep: Path, report_dir: Path, name: str = "MNIST") -> str:
                if best["val_accuracy"] - base <= noise
                else f"ahead by more than validation noise ({100 * noise:.2f} points).")
     changed = dict.fromkeys(f for r in variants for f in r["flags"].split() if f.startswith("--"))
-    return (f"CSAE-L variants on {name}, seed 0, 30 epochs unless the flags say otherwise "
+    name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
+    return (f"CSAE-L variants on {name} (`python benchmarks/csae_l_sweep.py --dataset {dataset}`), seed 0, 30 epochs "
+            f"unless the flags say otherwise "
             f"([{sweep.name}]({os.path.relpath(sweep, report_dir)}), each with its command): {len(variants)} changes "
             f"to the recipe ({', '.join(f'`{f}`' for f in changed)}); the best on "
             f"validation, `{best['flags']}`, {100 * best['val_accuracy']:.2f}% against the recipe's {100 * base:.2f}% "
@@ -615,10 +617,10 @@ def write_report(args, where) -> str:
     w("What this reproduction set out to reach beyond the paper's own figures, from full-budget rows only.\n")
     L.extend(goals(G, R, where))
     w("")
-    for short, name in (("mnist", "MNIST"), ("fashion", "Fashion-MNIST")):
+    for dataset, short in (("mnist", "mnist"), ("fashion_mnist", "fashion")):
         sweep = where.results / f"csae_l_sweep_{short}.csv"
         if sweep.exists():
-            w(csae_l_sweep(sweep, where.report.parent, name) + "\n")
+            w(csae_l_sweep(sweep, where.report.parent, dataset) + "\n")
     others = sorted(where.results.joinpath("rows").glob("*.json")) if (where.results / "rows").is_dir() else []
     legacy = [json.loads(p.read_text()) for p in others if p.stem not in R]
     if legacy:
