@@ -43,6 +43,8 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "bs256": "--batch-size 256",
     "cos60": "--schedule cosine --epochs 60",
     "cos-b0.2": "--schedule cosine --beta 0.2",
+    "cos-b0.3": "--schedule cosine --beta 0.3",
+    "cos-b0.5": "--schedule cosine --beta 0.5",
     "lr5e-4cos": "--lr 5e-4 --schedule cosine",
     "wd1e-4": "--weight-decay 1e-4",
     "wd1e-4cos": "--weight-decay 1e-4 --schedule cosine",
