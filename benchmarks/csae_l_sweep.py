@@ -82,9 +82,9 @@ def main(argv=None) -> int:
     out = args.results / f"csae_l_sweep_{SHORT[args.dataset]}.csv"
     if not out.exists():
         with out.open("w", newline="") as f:
-            csv.DictWriter(f, FIELDS).writeheader()
-        with out.open("a", newline="") as f:
-            csv.DictWriter(f, FIELDS).writerow(recipe_row(args.dataset, args.results))
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerow(recipe_row(args.dataset, args.results))
     with out.open() as f:
         done = {r["variant"] for r in csv.DictReader(f)}
     where = machine()
