@@ -128,6 +128,15 @@ def test_the_report_is_rebuilt_from_the_rows_present_with_not_run_yet_for_the_ot
     assert status["mnist-csae-l-full-s0"] == "full" and status["fashion-fsae-own-s0"].startswith("not run yet")
 
 
+def test_every_row_of_tables_3_and_4_has_its_line_in_its_table_even_if_not_listed_by_hand(tmp_path):
+    assert reproduce.main(["--report-only", *dirs(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    for code, title, end in (("t3", "## Table 3", "## Table 4"), ("t4", "## Table 4", "## Table 5")):
+        section = report[report.index(title):report.index(end)]
+        for row in (r for r in rowset.rows() if r.table == code):
+            assert f"`{row.id}`" in section, (row.id, title)
+
+
 def test_claims_are_judged_only_from_rows_at_full_budget(tmp_path):
     where = reproduce.paths(reproduce.build_parser().parse_args(dirs(tmp_path)))
     betas = rowset.select(rowset.rows(), "mnist-csae-c-b0.0*-full,mnist-csae-c-b0.1-full")
