@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from reproduce import machine  # noqa: E402  (the reproduction's description of the machine, without TensorFlow)
+from rows import SHORT  # noqa: E402
 
 FIELDS = ("variant", "flags", "val_accuracy", "test_accuracy", "command", "date", "machine")
 RECIPE = ["--preset", "paper-l", "--epochs", "30"]
-SHORT = {"mnist": "mnist", "fashion_mnist": "fashion"}
 VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its sweep ran)
     "cos": "--schedule cosine",
     "lr5e-4": "--lr 5e-4",

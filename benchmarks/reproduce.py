@@ -455,9 +455,8 @@ def csae_l_sweep(sweep: Path, report_dir: Path, dataset: str = "mnist") -> str:
                if best["val_accuracy"] - base <= noise
                else f"ahead by more than validation noise ({100 * noise:.2f} points).")
     changed = dict.fromkeys(f for r in variants for f in r["flags"].split() if f.startswith("--"))
-    name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
-    return (f"CSAE-L variants on {name} (`python benchmarks/csae_l_sweep.py --dataset {dataset}`), seed 0, 30 epochs "
-            f"unless the flags say otherwise "
+    return (f"CSAE-L variants on {rowset.TITLE[dataset]} (`python benchmarks/csae_l_sweep.py --dataset {dataset}`), "
+            f"seed 0, 30 epochs unless the flags say otherwise "
             f"([{sweep.name}]({os.path.relpath(sweep, report_dir)}), each with its command): {len(variants)} changes "
             f"to the recipe ({', '.join(f'`{f}`' for f in changed)}); the best on "
             f"validation, `{best['flags']}`, {100 * best['val_accuracy']:.2f}% against the recipe's {100 * base:.2f}% "
@@ -531,10 +530,11 @@ def write_report(args, where) -> str:
               + ", ".join(f"`{r.id}`" for r in g) + " |")
         w("")
 
-    table("Table 3: MNIST", "t3", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full", "mnist-csae-c-b0.04-cos15aug",
-                             "mnist-csae-c-b0.06-full", "mnist-csae-c-b0.1-full", "mnist-csae-c-b0.04-paper",
-                             "mnist-csae-l-full", "mnist-csae-l-all60k", "mnist-csae-l-paper", "mnist-csae-l-cos30aug",
-                             "mnist-encoder-only-full", "mnist-basenet-full", "mnist-csae-c-b0-full"],
+    table("Table 3: MNIST", "t3", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full",
+                                   "mnist-csae-c-b0.04-cos15aug", "mnist-csae-c-b0.06-full", "mnist-csae-c-b0.1-full",
+                                   "mnist-csae-c-b0.04-paper", "mnist-csae-l-full", "mnist-csae-l-all60k",
+                                   "mnist-csae-l-paper", "mnist-csae-l-cos30aug", "mnist-encoder-only-full",
+                                   "mnist-basenet-full", "mnist-csae-c-b0-full"],
           "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
           "row's whole budget is in the Budgets table above.")
     table("Table 4: Fashion-MNIST", "t4", ["fashion-csae-c-b0.04-full", "fashion-csae-c-b0.04-aug-full",
@@ -585,8 +585,8 @@ def write_report(args, where) -> str:
                                         else f"not run yet (budget {row.short()}) | | |"))
     w("")
 
-    for ds, name in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
-        short = "mnist" if ds == "mnist" else "fashion"
+    for ds, name in rowset.TITLE.items():
+        short = rowset.SHORT[ds]
         w(f"## Comparison on {name}: each system at its own paper's protocol\n")
         w("`csae_tf.compare` rows (JSON in " f"`{where.comparison.format(dataset=ds)}/rows/`) beside the CSAE rows "
           "above. Reconstruction error: MSE of the test reconstructions on the model input ([-1, 1], padded "
@@ -621,7 +621,7 @@ def write_report(args, where) -> str:
     w("What this reproduction set out to reach beyond the paper's own figures, from full-budget rows only.\n")
     L.extend(goals(G, R, where))
     w("")
-    for dataset, short in (("mnist", "mnist"), ("fashion_mnist", "fashion")):
+    for dataset, short in rowset.SHORT.items():
         sweep = where.results / f"csae_l_sweep_{short}.csv"
         if sweep.exists():
             w(csae_l_sweep(sweep, where.report.parent, dataset) + "\n")

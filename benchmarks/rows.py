@@ -35,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 
 SEEDS = (0, 1, 2)
+SHORT = {"mnist": "mnist", "fashion_mnist": "fashion"}  # a dataset's prefix in row ids and result file names
+TITLE = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}  # and its name in the report
 FULL_EPOCHS = 30
 CSAE_C_FULL = {"epochs": FULL_EPOCHS, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                "schedule": "step", "lr_step_epochs": 8, "warmup_epochs": 0.0, "batch_size": 128}
