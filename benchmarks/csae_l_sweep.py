@@ -56,6 +56,11 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "ep20": "--epochs 20",
     "bs256cos60": "--batch-size 256 --schedule cosine --epochs 60",
     "aug-cos60": "--augment --schedule cosine --epochs 60",
+    "b0.06": "--beta 0.06",
+    "cos-b0.06": "--schedule cosine --beta 0.06",
+    "sobel": "--edge-loss sobel",
+    "edge-none": "--edge-loss none",
+    "l2-0.1": "--lambda2 0.1",
 }
 
 

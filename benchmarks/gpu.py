@@ -52,9 +52,11 @@ class _Clock(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def build(info, precision: str, xla: bool, devices: list[str] | None, steps: int, steps_per_execution: int | None):
-    """A compiled CSAE-C of one configuration (the default fit path)."""
-    cfg = FitConfig(lr=0.05, schedule="cosine", epochs=10**6, precision=precision, jit_compile="on" if xla else "off")
+def build(info, precision: str, xla: bool, devices: list[str] | None, steps: int, steps_per_execution: int | None,
+          arch: str = "conv"):
+    """A compiled CSAE (CSAE-C unless `arch` says otherwise) of one configuration (the default fit path)."""
+    cfg = FitConfig(arch=arch, lr=0.05, schedule="cosine", epochs=10**6, precision=precision,
+                    jit_compile="on" if xla else "off")
     strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
     set_precision(precision)
     try:
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                         help="batch sizes of the table (default: 128 512 1024 4096 on a GPU, 8 16 on the CPU)")
     parser.add_argument("--output", default=None, help="write the table as JSON here")
+    parser.add_argument("--arch", choices=("conv", "linear"), default="conv",
+                        help="the model of the table: CSAE-C (default) or CSAE-L, a quick check of the script")
     args = parser.parse_args(argv)
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -98,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
               "these figures say nothing about a GPU", flush=True)
         batches, seconds, limit, spe = args.batch_sizes or [8, 16], 0.2, 256, 1
     builder = data.prepare("mnist", args.data_dir, args.manual_dir)
-    info = data.describe(builder, "conv")
+    info = data.describe(builder, args.arch)
     arrays = data.read_split(builder, "train", limit=limit)
     replicas = [None] + ([["GPU:0", "GPU:1"]] if len(gpus) >= 2 else [])
     rows = []
     for devices in replicas:
         for precision in PRECISIONS:
             for xla in (False, True):
-                model = build(info, precision, xla, devices, max(len(arrays) // max(batches), 1), spe)
+                model = build(info, precision, xla, devices, max(len(arrays) // max(batches), 1), spe, args.arch)
                 for batch in batches:
                     rate = train_rate(model, arrays, info, batch, seconds)
                     rows.append({"replicas": len(devices or [0]), "precision": precision, "xla": xla,
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {rows[-1]['replicas']} | {precision} | {'on' if xla else 'off'} | {batch} | "
                           f"{rate:.0f} |", flush=True)
     best = max(rows, key=lambda r: r["images_per_s"])
-    result = {"device": "GPU" if on_gpu else "CPU (no GPU visible; tiny sizes)", "rows": rows, "fastest": best,
+    result = {"device": "GPU" if on_gpu else "CPU (no GPU visible; tiny sizes)", "arch": args.arch, "rows": rows,
+              "fastest": best,
               "date": time.strftime("%Y-%m-%d %H:%M")}
     if on_gpu:
         command = [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py")]

@@ -14,7 +14,6 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli
 from PIL import Image
 
 import csae_tf
@@ -120,21 +119,22 @@ def test_each_image_of_an_npy_file_is_answered_as_file_index(run_dir, digits, tm
     assert [r["file"] for r in json.loads(out)] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
 
 
-def test_bad_files_are_one_line_errors_naming_them_and_the_others_are_still_answered(run_dir, digits, tmp_path):
+def test_bad_files_are_one_line_errors_naming_them_and_the_others_are_still_answered(run_dir, digits, tmp_path,
+                                                                                     capsys):
     """A wrong size, a colour PNG for a grey model and a corrupt .npz: exit 1, no traceback, good files answered."""
     Image.fromarray(digits[0][0, ..., 0]).save(tmp_path / "good.png")
     Image.fromarray(digits[0][1, :20, :20, 0]).save(tmp_path / "small.png")
     Image.fromarray(digits[0][2, ..., 0]).convert("RGB").save(tmp_path / "colour.png")
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not a zip archive")
-    result = run_cli("csae_tf.cli", "classify", "--model", str(run_dir), "--format", "csv", str(tmp_path),
-                     str(tmp_path / "missing.png"))
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 4, result.stderr
+    status, out, err = classify_rows(capsys, "--model", str(run_dir), "--format", "csv", str(tmp_path),
+                                     str(tmp_path / "missing.png"))
+    assert status == 1
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 4, err
     for name in ("small.png", "colour.png", "corrupt.npz", "missing.png"):
         assert any(line.startswith("error: ") and name in line for line in errors), name
-    assert [row["file"] for row in csv.DictReader(io.StringIO(result.stdout))] == [str(tmp_path / "good.png")]
+    assert [row["file"] for row in csv.DictReader(io.StringIO(out))] == [str(tmp_path / "good.png")]
 
 
 def test_a_missing_model_is_a_usage_error(tmp_path, png_dir, capsys):

@@ -9,6 +9,7 @@ import pytest
 from conftest import FIT_2000, MNIST_FILES, mnist_args, run_cli
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
+from csae_tf import fit
 from csae_tf.config import ConfigError, FitConfig
 
 
@@ -42,12 +43,11 @@ def test_saved_model_loads_and_its_centroids_match_the_saved_file(finished_run):
     np.testing.assert_array_equal(model.pedcc.centroids.numpy(), np.load(out / "centroids.npy"))
 
 
-def test_rerun_of_a_finished_run_reports_instead_of_training(finished_run, tfds_dir):
+def test_rerun_of_a_finished_run_reports_instead_of_training(finished_run, tfds_dir, capsys):
     out = finished_run
     before = (out / "model.keras").stat().st_mtime
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FIT_2000, "--output", str(out))
-    assert result.returncode == 0
-    assert "finished run" in result.stdout
+    assert fit.main([*mnist_args(tfds_dir, test=None), *FIT_2000, "--output", str(out)]) == 0
+    assert "finished run" in capsys.readouterr().out
     assert (out / "model.keras").stat().st_mtime == before
 
 
@@ -57,11 +57,10 @@ def test_rerun_of_a_finished_run_reports_instead_of_training(finished_run, tfds_
     (["--epochs", "-1"], "--epochs must be >= 0"),
     (["--latent-dim", "0"], "--latent-dim must be >= 1"),
 ])
-def test_bad_input_is_a_one_line_error(flags, message, tmp_path, tfds_dir):
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir), *flags, "--output", str(tmp_path / "x"), timeout=120)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_input_is_a_one_line_error(flags, message, tmp_path, tfds_dir, capsys):
+    assert fit.main([*mnist_args(tfds_dir), *flags, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_bad_flag_fails_before_tensorflow_is_imported(tmp_path):
@@ -72,13 +71,13 @@ def test_a_bad_flag_fails_before_tensorflow_is_imported(tmp_path):
     assert "csae_tf.config" in imported and "tensorflow" not in imported and "keras" not in imported
 
 
-def test_missing_offline_files_fail_fast_and_name_them(tmp_path):
+def test_missing_offline_files_fail_fast_and_name_them(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli("csae_tf.fit", "--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "tfds"),
-                     "--manual-dir", str(empty), "--output", str(tmp_path / "x"), timeout=120)
-    assert result.returncode == 2
-    assert "train-images-idx3-ubyte.gz" in result.stderr and "Traceback" not in result.stderr
+    assert fit.main(["--dataset", "fashion_mnist", "--data-dir", str(tmp_path / "tfds"), "--manual-dir", str(empty),
+                     "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte.gz" in err and len(err.strip().splitlines()) == 1
 
 
 def test_config_file_values_are_overridden_by_flags(tmp_path):
@@ -130,13 +129,14 @@ def test_validation_metrics_cover_the_held_out_images_and_test_the_whole_test_sp
     assert labels.shape == (3,) and distances.shape == (3, 10)
 
 
-def test_a_diverging_run_stops_at_once_with_a_clear_error_and_writes_no_model(tfds_dir, tmp_path):
+def test_a_diverging_run_stops_at_once_with_a_clear_error_and_writes_no_model(tfds_dir, tmp_path, capsys):
     """The README's diverging setting: a non-zero exit naming the cause, no NaN model or metrics.json."""
     out = tmp_path / "diverged"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, train=1024, test=128), "--lambda2", "1", "--lr", "0.1",
-                     "--epochs", "2", "--image-every", "0", "--verbose", "2", "--output", str(out))
-    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-1000:]
-    assert "training diverged" in result.stderr and "Traceback" not in result.stderr
+    status = fit.main([*mnist_args(tfds_dir, train=1024, test=128), "--lambda2", "1", "--lr", "0.1", "--epochs", "2",
+                       "--image-every", "0", "--verbose", "2", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2, err[-2000:]
+    assert "training diverged" in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
 
 

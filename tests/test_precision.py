@@ -98,15 +98,38 @@ def test_gpu_benchmark_without_a_gpu_runs_the_tiny_table_on_cpu_and_says_so(tfds
     from conftest import ROOT
 
     out = tmp_path / "gpu.json"
-    # one batch size: every row of the table compiles its own step (XLA: several seconds each on a CPU)
+    # one batch size and CSAE-L: every row compiles its own step (the next test compiles CSAE-C with XLA)
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--data-dir", str(tfds_dir),
-                             "--batch-sizes", "8", "--output", str(out)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+                             "--batch-sizes", "8", "--arch", "linear", "--output", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no GPU visible" in result.stdout and "say nothing about a GPU" in result.stdout
     table = json.loads(out.read_text())
-    assert table["device"].startswith("CPU")
+    assert table["device"].startswith("CPU") and table["arch"] == "linear"
     rows = {(r["precision"], r["xla"], r["batch"]) for r in table["rows"]}
     assert rows == {(p, x, b) for p in ("float32", "mixed_bfloat16", "mixed_float16") for x in (False, True)
                     for b in (8,)}
     assert all(r["images_per_s"] > 0 for r in table["rows"])
+
+
+def test_xla_compiles_and_trains_the_csae_c_step_in_float16_with_loss_scaling():
+    import keras
+
+    from csae_tf.config import FitConfig
+    from csae_tf.models import build_model
+    from csae_tf.trainer import compile_model, set_precision
+
+    cfg = FitConfig(lr=0.05, precision="mixed_float16", jit_compile="on")
+    set_precision(cfg.precision)
+    try:
+        keras.utils.set_random_seed(0)
+        model = compile_model(build_model(cfg, 4, (16, 16, 1)), cfg, steps_per_epoch=4)
+    finally:
+        set_precision("float32")
+    assert model.jit_compile is True and isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    rng = np.random.default_rng(0)
+    images, labels = rng.uniform(-1, 1, (32, 16, 16, 1)).astype("float32"), rng.integers(0, 4, 32)
+    logs = model.fit(images, labels, batch_size=8, epochs=1, verbose=0).history
+    assert all(np.isfinite(values[-1]) for values in logs.values()), logs
+    assert model.encoder.get_layer("stem_conv").compute_dtype == "float16"
+    assert model.pedcc.centroids.dtype == "float32"
