@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import os
 import shutil
 import socket
@@ -109,10 +111,13 @@ def mnist_2000_run(tfds_dir, tmp_path_factory, worker_id) -> Path:
 @pytest.fixture(scope="session")
 def small_export(small_run, tmp_path_factory, worker_id) -> Path:
     """`csae export` of `small_run`: an export base holding version 1."""
+    from export import saved_model
+
     def build(base):
-        result = run_cli("export.saved_model", "--run", str(small_run), "--output", str(base))
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"{base / '1'}" in result.stdout
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert saved_model.main(["--run", str(small_run), "--output", str(base)]) == 0
+        assert f"{base / '1'}" in printed.getvalue()
 
     return built_once(tmp_path_factory, worker_id, "small_export", build)
 

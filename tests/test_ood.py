@@ -7,16 +7,18 @@ original files) and the held-out digits 6-9.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED_DATA, mnist_args, run_cli
+from conftest import SHARED_DATA, mnist_args
 
-from csae_tf import data, ood, runs
+from csae_tf import data, fit, ood, runs
 from export import saved_model
 
 KNOWN = [0, 1, 2, 3, 4, 5]
@@ -33,9 +35,8 @@ AUROC_BOUNDS = {"distance": 0.9, "margin": 0.88, "reconstruction": 0.6, "mahalan
 @pytest.fixture(scope="module")
 def run_dir(tfds_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ood_run") / "mnist_0to5"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir), "--classes", ",".join(map(str, KNOWN)), "--epochs", "2",
-                     "--batch-size", "64", "--image-every", "0", "--verbose", "2", "--output", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert fit.main([*mnist_args(tfds_dir), "--classes", ",".join(map(str, KNOWN)), "--epochs", "2", "--batch-size",
+                     "64", "--image-every", "0", "--verbose", "2", "--output", str(out)]) == 0
     return out
 
 
@@ -69,9 +70,10 @@ def fashion():
 @pytest.fixture(scope="module")
 def served(run_dir, threshold, tmp_path_factory):
     base = tmp_path_factory.mktemp("ood_serving") / "csae"
-    result = run_cli("export.saved_model", "--run", str(run_dir), "--output", str(base))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "score" in result.stdout
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert saved_model.main(["--run", str(run_dir), "--output", str(base)]) == 0
+    assert "score" in printed.getvalue()
     return tf.saved_model.load(str(base / "1"))
 
 

@@ -180,41 +180,41 @@ def test_get_best_models_loads_the_best_trial(resumed_search, no_test_split):
     assert accuracy == pytest.approx(float(row["accuracy"]), abs=1e-6)  # the saved (only) epoch
 
 
-def test_the_default_search_trains(no_test_split, tmp_path):
+def test_the_default_search_trains(no_test_split, tmp_path, capsys):
     # the default space and optimiser (CSAE-C, SGD lr 0.1), 3 epochs on 1,000 images: both trials finish
-    result = run_cli("tuning.search", "--dataset", "mnist", "--data-dir", str(no_test_split), "--manual-dir",
-                     str(MNIST_FILES), "--train-limit", "1000", "--epochs", "3", "--max-trials", "2", "--verbose", "0",
-                     "--directory", str(tmp_path), "--project-name", "default")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    status = search.main(["--dataset", "mnist", "--data-dir", str(no_test_split), "--manual-dir", str(MNIST_FILES),
+                          "--train-limit", "1000", "--epochs", "3", "--max-trials", "2", "--verbose", "0",
+                          "--directory", str(tmp_path), "--project-name", "default"])
+    assert status == 0, capsys.readouterr().err[-2000:]
     rows = read_rows(tmp_path / "default")
     assert [r["status"] for r in rows] == ["ok", "ok"], rows
     assert all(float(r["accuracy"]) > 0.2 for r in rows), [r["accuracy"] for r in rows]  # chance: 0.10
     assert (tmp_path / "default" / "best.json").exists()
 
 
-def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path):
+def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path, capsys):
     # lambda2 log-uniform in [1e-3, 1e5] with the Laplacian loss at lr 0.1: above ~1 it diverges within a few steps
-    result = run_cli("tuning.search", *search_args(no_test_split, train=256), "--lambda2-min", "1e-3",
-                     "--lambda2-max", "1e5", "--max-trials", "3", "--directory", str(tmp_path),
-                     "--project-name", "mixed")
-    assert result.returncode == 0, result.stderr[-3000:]
+    status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e-3", "--lambda2-max", "1e5",
+                          "--max-trials", "3", "--directory", str(tmp_path), "--project-name", "mixed"])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err[-3000:]
     rows = read_rows(tmp_path / "mixed")
     statuses = [r["status"] for r in rows]
     assert "diverged" in statuses and "ok" in statuses, rows
     assert all(r["accuracy"] == "" for r in rows if r["status"] == "diverged")
     best = FitConfig.load(tmp_path / "mixed" / "best.json")
     assert best.lambda2 in [float(r["lambda2"]) for r in rows if r["status"] == "ok"]
-    assert "Traceback" not in result.stdout + result.stderr  # a divergence is an outcome, not a crash
+    assert "Traceback" not in printed.out + printed.err  # a divergence is an outcome, not a crash
 
 
-def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_split, tmp_path):
-    result = run_cli("tuning.search", *search_args(no_test_split, train=256), "--lambda2-min", "1e4",
-                     "--lambda2-max", "1e5", "--max-trials", "2", "--directory", str(tmp_path),
-                     "--project-name", "nan")
-    assert result.returncode == 2, result.stdout[-2000:]
+def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_split, tmp_path, capsys):
+    status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e4", "--lambda2-max", "1e5",
+                          "--max-trials", "2", "--directory", str(tmp_path), "--project-name", "nan"])
+    printed = capsys.readouterr()
+    assert status == 2, printed.out[-2000:]
     assert [r["status"] for r in read_rows(tmp_path / "nan")] == ["diverged", "diverged"]
     assert not (tmp_path / "nan" / "best.json").exists()
-    err = result.stderr.strip().splitlines()[-1]
+    err = printed.err.strip().splitlines()[-1]
     assert err.startswith("error: no trial finished (2 in all): 2 diverged"), err
     assert "lower --lr (now 0.1, e.g. --lr 0.02)" in err and "--lambda2-max (now 100000)" in err, err
 
