@@ -8,16 +8,17 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FIT_2000, mnist_args, run_cli
+from conftest import FIT_2000, mnist_args
+
+from csae_tf import fit
 
 
 @pytest.fixture(scope="module")
 def runs(tfds_dir, tmp_path_factory, request):
     """The same run (conftest's FIT_2000) in mixed_bfloat16 and in float32, the latter shared with test_fit."""
     bf16 = tmp_path_factory.mktemp("precision") / "mixed_bfloat16"
-    result = run_cli("csae_tf.fit", *mnist_args(tfds_dir, test=None), *FIT_2000, "--image-every", "0",
-                     "--precision", "mixed_bfloat16", "--output", str(bf16))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert fit.main([*mnist_args(tfds_dir, test=None), *FIT_2000, "--image-every", "0", "--precision",
+                     "mixed_bfloat16", "--output", str(bf16)]) == 0
     # asked for only now: by then test_fit, which runs first, has usually built it on the other worker
     return {"float32": request.getfixturevalue("mnist_2000_run"), "mixed_bfloat16": bf16}
 
