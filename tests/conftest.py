@@ -149,8 +149,8 @@ def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> lis
 
 # The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take
 # whole modules in collection order, end together instead of one finishing a long module alone.
-SLOW_FIRST = ("test_resume", "test_tuning", "test_baselines", "test_fit", "test_precision", "test_evaluate",
-              "test_distribute", "test_compare", "test_export", "test_ood", "test_classify")
+SLOW_FIRST = ("test_resume", "test_precision", "test_tuning", "test_baselines", "test_evaluate", "test_distribute",
+              "test_fit", "test_compare", "test_models", "test_ood", "test_reproduce", "test_export")
 
 
 def pytest_collection_modifyitems(items):
