@@ -192,6 +192,7 @@ def test_the_default_search_trains(no_test_split, tmp_path, capsys):
     assert (tmp_path / "default" / "best.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")  # KerasTuner on a diverged trial
 def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path, capsys):
     # lambda2 log-uniform in [1e-3, 1e5] with the Laplacian loss at lr 0.1: above ~1 it diverges within a few steps
     status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e-3", "--lambda2-max", "1e5",
@@ -207,6 +208,7 @@ def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test
     assert "Traceback" not in printed.out + printed.err  # a divergence is an outcome, not a crash
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")  # KerasTuner on a diverged trial
 def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_split, tmp_path, capsys):
     status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e4", "--lambda2-max", "1e5",
                           "--max-trials", "2", "--directory", str(tmp_path), "--project-name", "nan"])
