@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{rate:.0f} |", flush=True)
     best = max(rows, key=lambda r: r["images_per_s"])
     result = {"device": "GPU" if on_gpu else "CPU (no GPU visible; tiny sizes)", "arch": args.arch, "rows": rows,
-              "fastest": best,
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+              "fastest": best, "date": time.strftime("%Y-%m-%d %H:%M")}
     if on_gpu:
         command = [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py")]
         for flag, value in (("--data-dir", args.data_dir), ("--manual-dir", args.manual_dir)):

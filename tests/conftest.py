@@ -114,10 +114,7 @@ def small_export(small_run, tmp_path_factory, worker_id) -> Path:
     from export import saved_model
 
     def build(base):
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            assert saved_model.main(["--run", str(small_run), "--output", str(base)]) == 0
-        assert f"{base / '1'}" in printed.getvalue()
+        assert f"{base / '1'}" in printed_by(saved_model.main, "--run", str(small_run), "--output", str(base))
 
     return built_once(tmp_path_factory, worker_id, "small_export", build)
 
@@ -139,6 +136,16 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
         [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
+
+
+def printed_by(main: Callable[[list[str]], int], *args: str) -> str:
+    """What a command's `main(args)` printed, run in this process (no TensorFlow import of its own); it must
+    succeed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(list(args))
+    assert status == 0, printed.getvalue()[-3000:]
+    return printed.getvalue()
 
 
 def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> list[str]:

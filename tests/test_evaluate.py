@@ -1,7 +1,5 @@
 """`csae_tf.evaluate`, `csae_tf.generate` and `csae_tf.extrapolate` on briefly trained real-MNIST runs."""
 
-import contextlib
-import io
 import json
 import shutil
 import tracemalloc
@@ -9,7 +7,7 @@ import tracemalloc
 import keras
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, SMALL_RUN, mnist_args
+from conftest import SHARED_DATA, SMALL_RUN, mnist_args, printed_by
 
 import csae_tf  # noqa: F401  (registers the model classes for load_model)
 from csae_tf import data, evaluate, extrapolate, fit, generate
@@ -44,10 +42,7 @@ def digits_0_to_4_run(tfds_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(full_run):
     """`evaluate` of the run: its folder and what it printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert evaluate.main(["--run", str(full_run)]) == 0
-    return full_run / "evaluation", printed.getvalue()
+    return full_run / "evaluation", printed_by(evaluate.main, "--run", str(full_run))
 
 
 def test_evaluate_writes_every_file_and_prints_a_report(evaluated):

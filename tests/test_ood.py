@@ -7,16 +7,14 @@ original files) and the held-out digits 6-9.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SHARED_DATA, mnist_args
+from conftest import SHARED_DATA, mnist_args, printed_by
 
 from csae_tf import data, fit, ood, runs
 from export import saved_model
@@ -70,10 +68,7 @@ def fashion():
 @pytest.fixture(scope="module")
 def served(run_dir, threshold, tmp_path_factory):
     base = tmp_path_factory.mktemp("ood_serving") / "csae"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert saved_model.main(["--run", str(run_dir), "--output", str(base)]) == 0
-    assert "score" in printed.getvalue()
+    assert "score" in printed_by(saved_model.main, "--run", str(run_dir), "--output", str(base))
     return tf.saved_model.load(str(base / "1"))
 
 
