@@ -155,9 +155,12 @@ def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> lis
 
 
 # The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take
-# whole modules in collection order, end together instead of one finishing a long module alone.
-SLOW_FIRST = ("test_resume", "test_precision", "test_tuning", "test_baselines", "test_evaluate", "test_distribute",
-              "test_fit", "test_compare", "test_models", "test_ood", "test_reproduce", "test_export")
+# whole modules in this order (pyproject's --no-loadscope-reorder), end together instead of one finishing a
+# long module alone. test_models, which needs no MNIST, runs second: it keeps the other worker busy while
+# the first prepares MNIST for everything else.
+SLOW_FIRST = ("test_resume", "test_models", "test_precision", "test_tuning", "test_baselines", "test_evaluate",
+              "test_distribute", "test_fit", "test_compare", "test_ood", "test_reproduce", "test_export",
+              "test_performance_paths")
 
 
 def pytest_collection_modifyitems(items):
