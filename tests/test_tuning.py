@@ -192,12 +192,22 @@ def test_the_default_search_trains(no_test_split, tmp_path, capsys):
     assert (tmp_path / "default" / "best.json").exists()
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")  # KerasTuner on a diverged trial
+def lambda2_search(data_dir, project, low: str, high: str, trials: int, capsys):
+    """A tiny search (256 images) of `trials` trials over lambda2 in [low, high], run in this process: its exit
+    status and what it printed."""
+    status = search.main([*search_args(data_dir, train=256), "--lambda2-min", low, "--lambda2-max", high,
+                          "--max-trials", str(trials), "--directory", str(project.parent), "--project-name",
+                          project.name])
+    return status, capsys.readouterr()
+
+
+DIVERGED_TRIALS = pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")  # KerasTuner's, on a NaN trial
+
+
+@DIVERGED_TRIALS
 def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test_split, tmp_path, capsys):
     # lambda2 log-uniform in [1e-3, 1e5] with the Laplacian loss at lr 0.1: above ~1 it diverges within a few steps
-    status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e-3", "--lambda2-max", "1e5",
-                          "--max-trials", "3", "--directory", str(tmp_path), "--project-name", "mixed"])
-    printed = capsys.readouterr()
+    status, printed = lambda2_search(no_test_split, tmp_path / "mixed", "1e-3", "1e5", 3, capsys)
     assert status == 0, printed.err[-3000:]
     rows = read_rows(tmp_path / "mixed")
     statuses = [r["status"] for r in rows]
@@ -208,11 +218,9 @@ def test_diverged_trials_fail_and_the_search_goes_on_to_a_finished_trial(no_test
     assert "Traceback" not in printed.out + printed.err  # a divergence is an outcome, not a crash
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN:RuntimeWarning")  # KerasTuner on a diverged trial
+@DIVERGED_TRIALS
 def test_a_search_with_no_finished_trial_fails_and_says_what_to_change(no_test_split, tmp_path, capsys):
-    status = search.main([*search_args(no_test_split, train=256), "--lambda2-min", "1e4", "--lambda2-max", "1e5",
-                          "--max-trials", "2", "--directory", str(tmp_path), "--project-name", "nan"])
-    printed = capsys.readouterr()
+    status, printed = lambda2_search(no_test_split, tmp_path / "nan", "1e4", "1e5", 2, capsys)
     assert status == 2, printed.out[-2000:]
     assert [r["status"] for r in read_rows(tmp_path / "nan")] == ["diverged", "diverged"]
     assert not (tmp_path / "nan" / "best.json").exists()
