@@ -61,6 +61,9 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "sobel": "--edge-loss sobel",
     "edge-none": "--edge-loss none",
     "l2-0.1": "--lambda2 0.1",
+    "d10": "--latent-dim 10",
+    "d20": "--latent-dim 20",
+    "d80": "--latent-dim 80",
 }
 
 

@@ -95,7 +95,9 @@ def test_jit_compile_auto_uses_xla_for_mixed_precision_on_a_cpu_without_avx512_o
 
 
 def test_gpu_benchmark_without_a_gpu_runs_the_tiny_table_on_cpu_and_says_so(tfds_dir, tmp_path):
+    import os
     import subprocess
+    import sys
 
     from conftest import ROOT
 
@@ -104,7 +106,8 @@ def test_gpu_benchmark_without_a_gpu_runs_the_tiny_table_on_cpu_and_says_so(tfds
     # bfloat16 run above compiles CSAE-C with XLA)
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--data-dir", str(tfds_dir),
                              "--batch-sizes", "8", "--arch", "linear", "--output", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHON": sys.executable})  # the interpreter of these tests
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no GPU visible" in result.stdout and "say nothing about a GPU" in result.stdout
     table = json.loads(out.read_text())
