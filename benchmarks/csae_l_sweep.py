@@ -64,6 +64,7 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "d10": "--latent-dim 10",
     "d20": "--latent-dim 20",
     "d80": "--latent-dim 80",
+    "d160": "--latent-dim 160",
 }
 
 
