@@ -541,7 +541,9 @@ def write_report(args, where) -> str:
                                            "fashion-csae-c-b0.04-aug60", "fashion-csae-c-b0.04-aug120",
                                            "fashion-csae-l-full", "fashion-csae-l-all60k", "fashion-csae-l-paper",
                                            "fashion-csae-l-cos30aug", "fashion-csae-l-cos30b0.2",
-                                           "fashion-csae-l-cos30b0.2-all60k", "fashion-encoder-only-full",
+                                           "fashion-csae-l-cos30b0.2-all60k", "fashion-csae-l-cos30b0.5",
+                                           "fashion-csae-l-cos30b0.5-all60k",
+                                           "fashion-encoder-only-full",
                                            "fashion-basenet-full"])
 
     w("## Table 5: CSAE-C with and without the Laplacian loss (MNIST, β 0.04)\n")
