@@ -394,6 +394,20 @@ def claims(G: dict, R: dict) -> list[str]:
     return out
 
 
+def _above(accuracies: list[float], paper: float) -> str:
+    """Whether a recipe's test accuracies lie above the paper's figure, and by how much against their noise."""
+    margin = statistics.mean(accuracies) - paper
+    if margin <= 0:
+        return ": not met."
+    if len(accuracies) < 2:
+        return ": met (one seed)."
+    se = statistics.stdev(accuracies) / math.sqrt(len(accuracies))
+    if margin >= 2 * se:
+        return f": met, by {100 * margin:.2f} points (more than twice the standard error of the mean, {100 * se:.2f})."
+    return (f": met by the mean, by {100 * margin:.2f} points, less than twice the standard error of the mean "
+            f"({100 * se:.2f}): level with the paper, not clearly above it.")
+
+
 def goals(G: dict, R: dict, where) -> list[str]:
     """The accuracy goals of this reproduction, each met or not, from full-budget rows only."""
     out = []
@@ -437,7 +451,7 @@ def goals(G: dict, R: dict, where) -> list[str]:
             if again:
                 line += (f"; the same recipe on all 60,000 training images, as the paper trains (`{again[0].group}`, "
                          f"seeds {seeds(again)}), {_pct(values(again, R))}")
-            out.append(line + (": met." if mean(again or g, R) > paper else ": not met."))
+            out.append(line + _above(values(again or g, R), paper))
         else:
             out.append(f"- **CSAE-L above the paper's {100 * paper:.2f}%, {name}**: {NOT_FULL}.")
     return out

@@ -21,7 +21,8 @@ full 10,000-image test split):
 - `cos30aug` (CSAE-L, not in the paper): 30 epochs of Adam 1e-3 on a cosine schedule, ±2-pixel shifts
   (Fashion-MNIST: and flips).
 - `cos30b0.2` (Fashion-MNIST CSAE-L, not in the paper): 30 epochs of Adam 1e-3 on a cosine schedule, β 0.2,
-  the best variant on validation of `benchmarks/csae_l_sweep.py`; `cos30b0.5` the same with β 0.5, its runner-up.
+  the best variant on validation of `benchmarks/csae_l_sweep.py`; `cos30b0.5` the same with β 0.5, its runner-up
+  there and ahead over three seeds.
 - comparison systems at their own papers' protocols: the conv VAEs of seed 003 Adam 1e-4, batch 50,
   10 epochs; DDAE + KELM of seed 002 on its 6,000 / 1,000 MNIST subset (exact KELM) and on full MNIST
   (Nystrom KELM, m = 2,000), 10 epochs per stage (the paper gives none); the FSAE of seed 004, Adam, 10
