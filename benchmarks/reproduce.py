@@ -547,7 +547,8 @@ def write_report(args, where) -> str:
     table("Table 3: MNIST", "t3", ["mnist-csae-c-b0.02-full", "mnist-csae-c-b0.04-full",
                                    "mnist-csae-c-b0.04-cos15aug", "mnist-csae-c-b0.06-full", "mnist-csae-c-b0.1-full",
                                    "mnist-csae-c-b0.04-paper", "mnist-csae-l-full", "mnist-csae-l-all60k",
-                                   "mnist-csae-l-paper", "mnist-csae-l-cos30aug", "mnist-encoder-only-full",
+                                   "mnist-csae-l-paper", "mnist-csae-l-cos30aug", "mnist-csae-l-cos30",
+                                   "mnist-csae-l-cos30-all60k", "mnist-encoder-only-full",
                                    "mnist-basenet-full", "mnist-csae-c-b0-full"],
           "Accuracies from `csae_tf.evaluate` (nearest centroid) or `csae_tf.compare` over the test split; each "
           "row's whole budget is in the Budgets table above.")
