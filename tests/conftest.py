@@ -154,9 +154,9 @@ def mnist_args(tfds_dir: Path, train: int = 2000, test: int | None = 500) -> lis
             "--train-limit", str(train), *(["--test-limit", str(test)] if test is not None else [])]
 
 
-# The slowest modules first (their measured durations), so that pytest-xdist's two workers, which take
-# whole modules in this order (pyproject's --no-loadscope-reorder), end together instead of one finishing a
-# long module alone. test_models, which needs no MNIST, runs second: it keeps the other worker busy while
+# The slowest modules first (their measured durations), so that pytest-xdist's workers, which take whole
+# modules in this order (pyproject's --no-loadscope-reorder), end together instead of one finishing a long
+# module alone. test_models, which needs no MNIST, runs second: it keeps the other worker busy while
 # the first prepares MNIST for everything else.
 SLOW_FIRST = ("test_resume", "test_models", "test_precision", "test_tuning", "test_baselines", "test_evaluate",
               "test_distribute", "test_fit", "test_compare", "test_ood", "test_reproduce", "test_export",
