@@ -32,6 +32,9 @@ SUBCOMMANDS = {
     "pedcc": ("csae_tf.pedcc", "generate PEDCC class centroids and report their separation"),
     "ood": ("csae_tf.ood", "open-set scores: how well a run tells unknown images from known ones"),
 }
+# Subcommands whose module loads TensorFlow only after reading its flags: their --help and flag errors
+# answer at once, as `python -m csae_tf.fit` does, instead of after TensorFlow's import (7-9 s on 2 cores).
+FLAGS_FIRST = ("fit", "tune", "pedcc")
 
 
 def usage() -> str:
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return USAGE
     module_name = SUBCOMMANDS[name][0]
-    quiet_tensorflow(rest)
+    if name not in FLAGS_FIRST:
+        quiet_tensorflow(rest)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -99,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: csae {name} is not available in this installation ({module_name} is missing)", file=sys.stderr)
         return USAGE
+    if name in FLAGS_FIRST:
+        module.build_parser().parse_args(rest)  # --help and a bad flag exit here, before TensorFlow loads
+        quiet_tensorflow(rest)
     import csae_tf
 
     csae_tf.import_all()  # as `python -m`: the Keras classes registered before any model is loaded

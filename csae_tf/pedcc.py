@@ -273,9 +273,7 @@ def _packing_neighbours(u: np.ndarray, iterations: int) -> np.ndarray:
     return best.astype(np.float64)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from csae_tf.errors import run_main
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m csae_tf.pedcc", description="Generate PEDCC class centroids and report their separation."
     )
@@ -285,7 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations of the iterative methods")
     parser.add_argument("--output", default=None, help="save the (n, d) float32 centroids to this .npy file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from csae_tf.errors import run_main
+
+    args = build_parser().parse_args(argv)
 
     def report() -> None:
         centroids = generate(args.classes, args.latent_dim, method=args.method, seed=args.seed,
