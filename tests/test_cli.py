@@ -24,9 +24,12 @@ def csae(*args: str, env: dict | None = None, timeout: float = 120) -> subproces
                           env={**base, **(env or {})})
 
 
-def _imported(stderr: str) -> list[str]:
-    """The modules a `python -X importtime` process imported, from its stderr."""
-    return [line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time")]
+def assert_no_tensorflow_imported(stderr: str) -> None:
+    """A `python -X importtime` process, by its stderr, imported neither TensorFlow nor Keras."""
+    imported = [line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time")]
+    # the list is complete: the command's own imports are in it (importlib.import_module's are not timed)
+    assert "csae_tf.errors" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
 # --- the front door ---
@@ -37,9 +40,7 @@ def test_help_lists_every_subcommand_without_importing_tensorflow():
     assert result.returncode == 0, result.stderr[-2000:]
     for name, (_, description) in cli.SUBCOMMANDS.items():
         assert re.search(rf"^  {name} +{re.escape(description)}$", result.stdout, re.M), name
-    imported = _imported(result.stderr)
-    assert "csae_tf.errors" in imported  # the list is complete: the command's own imports are in it
-    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+    assert_no_tensorflow_imported(result.stderr)
 
 
 @pytest.mark.parametrize("name", cli.FLAGS_FIRST)
@@ -47,9 +48,7 @@ def test_fit_tune_and_pedcc_answer_help_without_importing_tensorflow(name):
     # TF_CPP_MIN_LOG_LEVEL set: TensorFlow would load with stderr open (not pointed at /dev/null), so seen here
     result = csae("-X", "importtime", "-m", "csae_tf.cli", name, "--help", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
-    imported = _imported(result.stderr)
-    assert "csae_tf.errors" in imported  # the list is complete (import_module's own imports are not timed)
-    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+    assert_no_tensorflow_imported(result.stderr)
 
 
 def test_the_subcommands_are_fit_evaluate_generate_extrapolate_classify_export_tune_compare_pedcc_ood():
