@@ -65,6 +65,9 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "d20": "--latent-dim 20",
     "d80": "--latent-dim 80",
     "d160": "--latent-dim 160",
+    "sgd-cos": "--optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine",
+    "sgd0.05-cos": "--optimizer sgd --lr 0.05 --momentum 0.9 --weight-decay 5e-4 --schedule cosine",
+    "sgd-cos-wd1e-4": "--optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule cosine",
 }
 
 
