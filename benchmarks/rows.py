@@ -25,6 +25,8 @@ full 10,000-image test split):
 - `cos30b0.2` (Fashion-MNIST CSAE-L, not in the paper): 30 epochs of Adam 1e-3 on a cosine schedule, β 0.2,
   the best variant on validation of `benchmarks/csae_l_sweep.py`; `cos30b0.5` the same with β 0.5, its runner-up
   there and ahead over three seeds.
+- `cos30-unit`, `cos30b0.5-unit` (CSAE-L, not in the paper): the recipes above with `--linear-input unit`, the
+  encoder reading pixels in [0, 1] instead of [-1, 1].
 - comparison systems at their own papers' protocols: the conv VAEs of seed 003 Adam 1e-4, batch 50,
   10 epochs; DDAE + KELM of seed 002 on its 6,000 / 1,000 MNIST subset (exact KELM) and on full MNIST
   (Nystrom KELM, m = 2,000), 10 epochs per stage (the paper gives none); the FSAE of seed 004, Adam, 10
@@ -208,6 +210,12 @@ def rows() -> list[Row]:
     csae_l_recipe("mnist-csae-l-cos30", m, "t3", "30 epochs cosine", "97.86-97.97")
     csae_l_recipe("fashion-csae-l-cos30b0.2", f, "t4", "30 epochs cosine, β 0.2", "89.51", beta=0.2)
     csae_l_recipe("fashion-csae-l-cos30b0.5", f, "t4", "30 epochs cosine, β 0.5", "89.51", beta=0.5)
+    # the encoder reading pixels in [0, 1] instead of [-1, 1] (a probe on seed 0 raised MNIST's validation accuracy
+    # from 97.80% to 98.12%): on MNIST's and Fashion-MNIST's best recipes above
+    csae_l_recipe("mnist-csae-l-cos30-unit", m, "t3", "30 epochs cosine, inputs in [0, 1]", "97.86-97.97",
+                  linear_input="unit")
+    csae_l_recipe("fashion-csae-l-cos30b0.5-unit", f, "t4", "30 epochs cosine, β 0.5, inputs in [0, 1]", "89.51",
+                  beta=0.5, linear_input="unit")
     add("fashion-encoder-only-full", table="t4", dataset=f, system="encoder_only", label="CSAE-C encoder alone",
         fit=_c(0.04), paper="92.44", schedule=STEP8)
     add("mnist-csae-c-b0-full", table="fig11", dataset=m, system="csae_c", label="CSAE-C β 0 (no noise)",

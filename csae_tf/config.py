@@ -17,6 +17,7 @@ from pathlib import Path
 from csae_tf.errors import CsaeError
 
 ARCHS = ("conv", "linear")
+LINEAR_INPUTS = ("symmetric", "unit")
 EDGE_LOSSES = ("laplacian", "sobel", "sobel-per-example", "none")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
@@ -72,6 +73,10 @@ class FitConfig:
                         "fashion_mnist, cifar10; not digits or letters; not in the paper)")
     # --- model ---
     arch: str = _field("conv", "CSAE-C (conv, residual encoder) or CSAE-L (linear, 784-400-d)", ARCHS)
+    linear_input: str = _field("symmetric", "pixel range CSAE-L's encoder reads: symmetric [-1, 1], the range it "
+                               "reconstructs, or unit [0, 1], where the blank background feeds its 784-400 layer "
+                               "zeros (not in the paper; conv ignores it, its batch norm absorbs an input offset)",
+                               LINEAR_INPUTS)
     latent_dim: int = _field(40, "latent dimension d (one PEDCC centroid per class in R^d)")
     pedcc_method: str = _field("auto", "centroid layout: auto, simplex, repulsion, packing, cross-polytope")
     beta: float = _field(0.04, "noise level: z + sqrt(d) * beta * N(0, I) feeds the decoder in training")

@@ -43,16 +43,19 @@ def conv_trunk(x, sync_bn: bool = False):
 
 
 def build_encoder(arch: str = _DEFAULTS.arch, image_shape: tuple = (32, 32, 1), latent_dim: int = _DEFAULTS.latent_dim,
-                  sync_bn: bool = False) -> keras.Model:
+                  sync_bn: bool = False, linear_input: str = _DEFAULTS.linear_input) -> keras.Model:
     """CSAE-C: conv3x3(16, valid) -> BN -> ReLU -> 3 residual blocks -> dense d; CSAE-L: 784 -> 400 -> d.
 
-    The latent layer computes in float32 under a mixed-precision policy: codes and centroids stay float32.
+    CSAE-L with `linear_input="unit"` first maps the [-1, 1] pixels to [0, 1] (a `Rescaling` layer). The
+    latent layer computes in float32 under a mixed-precision policy: codes and centroids stay float32.
     """
     inputs = keras.Input(image_shape, name="images")
     if arch == "conv":
         x = keras.layers.Flatten(name="flatten")(conv_trunk(inputs, sync_bn))
     else:
         x = keras.layers.Flatten(name="flatten")(inputs)
+        if linear_input == "unit":
+            x = keras.layers.Rescaling(0.5, offset=0.5, name="to_unit_range")(x)
         x = keras.layers.Dense(400, activation="relu", name="hidden", kernel_initializer=kernel_init())(x)
     z = keras.layers.Dense(latent_dim, name="latent", dtype="float32", kernel_initializer=kernel_init())(x)
     return keras.Model(inputs, z, name="encoder")
@@ -329,7 +332,7 @@ def build_model(cfg: FitConfig, num_classes: int, image_shape: tuple, centroids:
     if centroids is None:
         centroids = pedcc.generate(num_classes, cfg.latent_dim, method=cfg.pedcc_method, seed=cfg.seed)
     image_shape = tuple(image_shape)
-    return CSAE(build_encoder(cfg.arch, image_shape, cfg.latent_dim, cfg.sync_bn),
+    return CSAE(build_encoder(cfg.arch, image_shape, cfg.latent_dim, cfg.sync_bn, cfg.linear_input),
                 build_decoder(cfg.arch, image_shape, cfg.latent_dim, cfg.sync_bn), centroids,
                 beta=cfg.beta, lambda1=cfg.lambda1, lambda2=cfg.lambda2, edge_loss=cfg.edge_loss,
                 weight_decay=cfg.weight_decay, augment=cfg.augment, flip=cfg.flip, seed=cfg.seed, arch=cfg.arch,

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from csae_tf import pedcc
-from csae_tf.models import CSAE, build_decoder, build_encoder, nearest_centroid
+from csae_tf.config import FitConfig
+from csae_tf.models import CSAE, build_decoder, build_encoder, build_model, nearest_centroid
 
 
 def toy_data(n=256, side=16, channels=1, seed=0):
@@ -91,6 +92,27 @@ def test_keras_round_trip_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(loaded.reconstruct(x), model.reconstruct(x))
     np.testing.assert_array_equal(loaded.pedcc.centroids.numpy(), model.pedcc.centroids.numpy())
     np.testing.assert_array_equal(loaded.generate([0, 1], seed=(3, 4)), model.generate([0, 1], seed=(3, 4)))
+
+
+def test_csae_l_encoder_with_unit_input_reads_pixels_in_zero_one():
+    """`--linear-input unit`: the CSAE-L encoder of x computes what the symmetric one computes of (x + 1) / 2."""
+    x, _ = toy_data(16)
+    unit = build_encoder("linear", (16, 16, 1), 8, linear_input="unit")
+    symmetric = build_encoder("linear", (16, 16, 1), 8)
+    symmetric.set_weights(unit.get_weights())
+    np.testing.assert_allclose(unit(x), symmetric((x + 1) / 2), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(unit(x), symmetric(x), atol=1e-3)
+
+
+def test_linear_input_reaches_the_model_from_the_config_and_survives_a_keras_round_trip(tmp_path):
+    x, _ = toy_data(16)
+    unit = build_model(FitConfig(arch="linear", latent_dim=8, linear_input="unit"), 4, (16, 16, 1))
+    default = build_model(FitConfig(arch="linear", latent_dim=8), 4, (16, 16, 1))
+    assert "to_unit_range" in [layer.name for layer in unit.encoder.layers]
+    # the default reads [-1, 1] as before, so that earlier runs' commands still give their results
+    assert "to_unit_range" not in [layer.name for layer in default.encoder.layers]
+    unit.save(tmp_path / "unit.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "unit.keras").encode(x), unit.encode(x))
 
 
 def test_classify_is_the_nearest_centroid_of_the_latent_code():

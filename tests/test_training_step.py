@@ -231,6 +231,7 @@ def test_csae_defaults_are_the_fit_commands_defaults():
     for builder in (build_encoder, build_decoder):
         defaults = {n: p.default for n, p in inspect.signature(builder).parameters.items()}
         assert (defaults["arch"], defaults["latent_dim"]) == (cli.arch, cli.latent_dim), builder.__name__
+    assert inspect.signature(build_encoder).parameters["linear_input"].default == cli.linear_input
     model = CSAE(build_encoder(), build_decoder(), pedcc.generate(10, cli.latent_dim))
     assert {name: getattr(model, name) for name in shared} == shared
 
