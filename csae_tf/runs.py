@@ -1,5 +1,6 @@
 """Open a finished run directory (config, model) and feed it images: shared by `csae_tf.evaluate`,
-`csae_tf.generate` and `csae_tf.extrapolate`.
+`csae_tf.generate` and `csae_tf.extrapolate`. Keras and `csae_tf.data` (TensorFlow) are imported inside the
+functions that use them, so that `csae generate` and `csae extrapolate` read their flags before TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from csae_tf import data
 from csae_tf.config import ConfigError, FitConfig
 from csae_tf.errors import CsaeError, message
 from csae_tf.images import ImageError, for_model
@@ -72,6 +72,8 @@ def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = 
     for flag, folder in (("--data-dir", data_dir), ("--manual-dir", manual_dir)):
         if folder and Path(folder).is_file():
             raise RunDirError(f"{flag} {folder} is a file, not a folder")
+    from csae_tf import data
+
     builder = data.prepare(name, data_dir or cfg.data_dir, manual_dir or (cfg.manual_dir if own else None))
     info = data.describe(builder, cfg.arch)
     images, labels = data.as_numpy(data.load_split(builder, split, limit=limit, classes=classes).batch(2000))
@@ -79,6 +81,8 @@ def dataset_split(cfg: FitConfig, split: str = "test", *, dataset: str | None = 
 
 
 def to_input(model, images: np.ndarray):
+    from csae_tf import data
+
     return data.to_model_input(images, tuple(model.image_shape))
 
 
