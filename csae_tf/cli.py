@@ -34,7 +34,7 @@ SUBCOMMANDS = {
 }
 # Subcommands whose module loads TensorFlow only after reading its flags: their --help and flag errors
 # answer at once, as `python -m csae_tf.fit` does, instead of after TensorFlow's import (4-9 s on 2 cores).
-FLAGS_FIRST = ("fit", "tune", "pedcc", "classify", "generate", "extrapolate")
+FLAGS_FIRST = ("fit", "tune", "pedcc", "classify", "generate", "extrapolate", "evaluate")
 
 
 def usage() -> str:

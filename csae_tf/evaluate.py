@@ -29,12 +29,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from csae_tf import data, views, viz
+from csae_tf import views, viz
 from csae_tf.errors import command, output_dir
 from csae_tf.generate import generate_samples, sample_grid, trained_classes
-from csae_tf.models import nearest_centroid
 from csae_tf.runs import (
     RunDirError,
     check_images,
@@ -43,6 +41,7 @@ from csae_tf.runs import (
     encode_and_reconstruct,
     first_of_each_class,
     load_run,
+    to_input,
 )
 from csae_tf.viz import class_mean_distances, pairwise_distances  # noqa: F401  (part of this module's API)
 
@@ -52,6 +51,10 @@ MAX_HEATMAP_CLASSES = 100  # larger confusion / distance matrices are written to
 
 def model_losses(model, images: np.ndarray, labels: np.ndarray, info, batch: int = 500) -> dict:
     """Loss, Loss1-3 and accuracy from `model.evaluate` (the test_step of training) on uint8 images."""
+    import tensorflow as tf
+
+    from csae_tf import data
+
     info = dataclasses.replace(info, image_shape=tuple(model.image_shape))
     ds = data.pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), info, batch, training=False)
     if not model.compiled:
@@ -73,6 +76,8 @@ def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def nearest_labels(latent: np.ndarray, centroids: np.ndarray, batch: int = BATCH) -> np.ndarray:
     """The nearest centroid of each latent code, `batch` codes at a time (never an (N, classes, d) array)."""
+    from csae_tf.models import nearest_centroid
+
     parts = [nearest_centroid(latent[i:i + batch], centroids) for i in range(0, len(latent), batch)]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
@@ -123,7 +128,7 @@ def evaluate(run_dir, *, dataset: str | None = None, data_dir: str | None = None
                      out / "distances.png")
         files += ["confusion.png", "distances.png"]
     picks = first_of_each_class(labels, present)[:20]
-    viz.save_png(viz.image_grid(np.concatenate([data.to_model_input(images[picks], tuple(model.image_shape)).numpy(),
+    viz.save_png(viz.image_grid(np.concatenate([to_input(model, images[picks]).numpy(),
                                                 reconstructions[picks]]), 2, len(picks)),
                  out / "reconstruction.png")
     gen_classes = trained_classes(cfg, model)

@@ -43,7 +43,7 @@ def test_help_lists_every_subcommand_without_importing_tensorflow():
     assert_no_tensorflow_imported(result.stderr)
 
 
-@pytest.mark.parametrize("name", ["fit", "tune", "pedcc", "classify", "generate", "extrapolate"])
+@pytest.mark.parametrize("name", ["fit", "tune", "pedcc", "classify", "generate", "extrapolate", "evaluate"])
 def test_subcommands_that_read_their_flags_first_answer_help_without_importing_tensorflow(name):
     # TF_CPP_MIN_LOG_LEVEL set: TensorFlow would load with stderr open (not pointed at /dev/null), so seen here
     result = csae("-X", "importtime", "-m", "csae_tf.cli", name, "--help", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
