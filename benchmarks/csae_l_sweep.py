@@ -68,6 +68,9 @@ VARIANTS = {  # name: flags added to the recipe (each CSV lists the ones its swe
     "sgd-cos": "--optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4 --schedule cosine",
     "sgd0.05-cos": "--optimizer sgd --lr 0.05 --momentum 0.9 --weight-decay 5e-4 --schedule cosine",
     "sgd-cos-wd1e-4": "--optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 1e-4 --schedule cosine",
+    "unit": "--linear-input unit",
+    "cos-unit": "--schedule cosine --linear-input unit",
+    "cos-b0.5-unit": "--schedule cosine --beta 0.5 --linear-input unit",
 }
 
 
