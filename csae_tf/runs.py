@@ -1,6 +1,6 @@
 """Open a finished run directory (config, model) and feed it images: shared by `csae_tf.evaluate`,
 `csae_tf.generate` and `csae_tf.extrapolate`. Keras and `csae_tf.data` (TensorFlow) are imported inside the
-functions that use them, so that `csae generate` and `csae extrapolate` read their flags before TensorFlow loads.
+functions that use them, so that those three commands read their flags before TensorFlow loads.
 """
 
 from __future__ import annotations
